@@ -1,0 +1,320 @@
+//! Configuration: one YAML file, every key overridable from the environment.
+//!
+//! Each section's type lives next to the code it configures (`journal`, `watch`,
+//! `ship`, `datadog`); this module only assembles them, applies the environment and
+//! checks the result. Precedence, lowest first: built-in defaults, the file, the
+//! environment, command-line flags.
+//!
+//! Every key `a.b` can be set by `EVRELAY_A_B`; keys the Datadog Agent also has keep
+//! its names (`DD_API_KEY`, `DD_SITE`, `DD_URL`, `DD_CLUSTER_NAME`).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::datadog::DatadogConfig;
+use crate::journal::JournalConfig;
+use crate::ship::ShipConfig;
+use crate::watch::WatchConfig;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub datadog: DatadogConfig,
+    pub journal: JournalConfig,
+    pub watch: WatchConfig,
+    pub ship: ShipConfig,
+}
+
+/// The type of a key's value, for reading it from an environment string.
+#[derive(Clone, Copy)]
+enum Kind {
+    Str,
+    Int,
+}
+
+/// Every key that the environment can set: path, type, and the Datadog Agent's
+/// variable where it has one (`EVRELAY_<PATH>` always works too).
+const KEYS: &[(&str, Kind, Option<&str>)] = &[
+    ("datadog.api_key", Kind::Str, Some("DD_API_KEY")),
+    ("datadog.site", Kind::Str, Some("DD_SITE")),
+    ("datadog.url", Kind::Str, Some("DD_URL")),
+    ("datadog.cluster_name", Kind::Str, Some("DD_CLUSTER_NAME")),
+    ("datadog.hostname", Kind::Str, Some("DD_HOSTNAME")),
+    ("journal.data_dir", Kind::Str, Some("EVRELAY_DATA_DIR")),
+    ("journal.cache_capacity_bytes", Kind::Int, None),
+    ("watch.timeout_seconds", Kind::Int, None),
+    ("watch.stall_timeout_seconds", Kind::Int, None),
+    ("watch.list_page_size", Kind::Int, None),
+    ("ship.max_events", Kind::Int, None),
+    ("ship.max_bytes", Kind::Int, None),
+    ("ship.flush_interval_ms", Kind::Int, None),
+    ("ship.request_timeout_seconds", Kind::Int, None),
+    ("ship.max_backoff_seconds", Kind::Int, None),
+    ("ship.shutdown_grace_seconds", Kind::Int, None),
+];
+
+/// One thing wrong with the configuration: where, what, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+    pub fix: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} (fix: {})", self.key, self.message, self.fix)
+    }
+}
+
+/// Everything wrong with a configuration, reported at once.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration:")?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    fn one(key: &str, message: impl Into<String>, fix: impl Into<String>) -> Self {
+        ConfigError {
+            problems: vec![Problem {
+                key: key.into(),
+                message: message.into(),
+                fix: fix.into(),
+            }],
+        }
+    }
+}
+
+impl Config {
+    /// Loads the file (if any), applies the environment, and checks the result.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut tree = match file {
+            Some(path) => read_file(path)?,
+            None => Value::Object(Default::default()),
+        };
+        if tree.is_null() {
+            tree = Value::Object(Default::default());
+        }
+        apply_env(&mut tree, &env)?;
+        let config: Config = serde_json::from_value(tree).map_err(|e| {
+            ConfigError::one(
+                "(file)",
+                e.to_string(),
+                "see the configuration reference in README.md",
+            )
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work, all at once.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        problems.extend(self.datadog.problems());
+        problems.extend(self.watch.problems());
+        problems.extend(self.ship.problems());
+        if self.journal.cache_capacity_bytes < 1024 * 1024 {
+            problems.push(Problem {
+                key: "journal.cache_capacity_bytes".into(),
+                message: format!("{} is below 1 MiB", self.journal.cache_capacity_bytes),
+                fix: "use at least 1048576 (default 16777216)".into(),
+            });
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// Where the journal lives, overriding the configured place.
+    pub fn with_data_dir(mut self, dir: Option<PathBuf>) -> Self {
+        if let Some(dir) = dir {
+            self.journal.data_dir = dir;
+        }
+        self
+    }
+}
+
+fn read_file(path: &Path) -> Result<Value, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::one(
+            "--config",
+            format!("cannot read {}: {e}", path.display()),
+            "pass the path of a readable YAML file",
+        )
+    })?;
+    serde_saphyr::from_str::<Value>(&text).map_err(|e| {
+        ConfigError::one(
+            "--config",
+            format!("{} is not valid YAML: {e}", path.display()),
+            "correct the YAML syntax at the position given",
+        )
+    })
+}
+
+/// The `EVRELAY_*` name of a key path.
+pub fn env_name(path: &str) -> String {
+    format!("EVRELAY_{}", path.replace('.', "_").to_uppercase())
+}
+
+fn apply_env(tree: &mut Value, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    let mut problems = Vec::new();
+    for &(path, kind, alias) in KEYS {
+        let own = env_name(path);
+        let Some((var, raw)) = [Some(own.as_str()), alias]
+            .into_iter()
+            .flatten()
+            .find_map(|v| env(v).map(|raw| (v, raw)))
+        else {
+            continue;
+        };
+        let value = match kind {
+            Kind::Str => Value::String(raw),
+            Kind::Int => match raw.trim().parse::<u64>() {
+                Ok(n) => Value::from(n),
+                Err(_) => {
+                    problems.push(Problem {
+                        key: path.into(),
+                        message: format!("{var}={raw:?} is not a whole number"),
+                        fix: format!("set {var} to a non-negative integer"),
+                    });
+                    continue;
+                }
+            },
+        };
+        let (section, key) = path.split_once('.').expect("paths have a section");
+        let Some(root) = tree.as_object_mut() else {
+            problems.push(Problem {
+                key: "(file)".into(),
+                message: "the top level is not a mapping".into(),
+                fix: "write the file as `section: {key: value}`".into(),
+            });
+            break;
+        };
+        let entry = root
+            .entry(section)
+            .or_insert_with(|| Value::Object(Default::default()));
+        match entry.as_object_mut() {
+            Some(map) => {
+                map.insert(key.into(), value);
+            }
+            None => problems.push(Problem {
+                key: section.into(),
+                message: "is not a mapping".into(),
+                fix: format!("write `{section}:` as a mapping of keys"),
+            }),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn write(yaml: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), yaml).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_need_only_an_api_key() {
+        let c = Config::load(None, env(&[("DD_API_KEY", "k")])).unwrap();
+        assert_eq!(c.datadog.site, "datadoghq.com");
+        assert_eq!(c.journal.data_dir, PathBuf::from("/var/lib/evrelay"));
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let f =
+            write("datadog:\n  site: datadoghq.eu\n  api_key: fromfile\nship:\n  max_events: 10\n");
+        let c = Config::load(
+            Some(f.path()),
+            env(&[
+                ("DD_SITE", "us5.datadoghq.com"),
+                ("EVRELAY_SHIP_MAX_EVENTS", "20"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.datadog.site, "us5.datadoghq.com");
+        assert_eq!(c.ship.max_events, 20);
+        assert_eq!(c.datadog.api_key.as_ref().unwrap().expose(), "fromfile");
+    }
+
+    #[test]
+    fn evrelay_name_wins_over_agent_alias() {
+        let c = Config::load(
+            None,
+            env(&[("DD_API_KEY", "a"), ("EVRELAY_DATADOG_API_KEY", "b")]),
+        )
+        .unwrap();
+        assert_eq!(c.datadog.api_key.unwrap().expose(), "b");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let f = write("datadog:\n  api_key: k\n  sitee: x\n");
+        let err = Config::load(Some(f.path()), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("sitee"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = Config::load(
+            None,
+            env(&[
+                ("DD_SITE", "datadoghq.con"),
+                ("EVRELAY_SHIP_MAX_EVENTS", "0"),
+            ]),
+        )
+        .unwrap_err();
+        let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"datadog.api_key"), "{keys:?}");
+        assert!(keys.contains(&"datadog.site"), "{keys:?}");
+        assert!(keys.contains(&"ship.max_events"), "{keys:?}");
+    }
+
+    #[test]
+    fn bad_numbers_name_the_variable() {
+        let err = Config::load(None, env(&[("EVRELAY_SHIP_MAX_EVENTS", "lots")])).unwrap_err();
+        assert!(err.to_string().contains("EVRELAY_SHIP_MAX_EVENTS"), "{err}");
+    }
+
+    #[test]
+    fn the_api_key_never_prints() {
+        let c = Config::load(None, env(&[("DD_API_KEY", "s3cr3t-key-value")])).unwrap();
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+    }
+}

@@ -1,0 +1,109 @@
+//! The delivery rules of DESIGN.md in code: what counts as a new occurrence, and
+//! how the intake's answers are judged. Every "do we forward / retry / drop this?"
+//! decision in evrelay is made here, so the contract can be read in one file.
+
+use std::time::Duration;
+
+use crate::journal::Header;
+use crate::journal::Seen;
+
+/// Whether an event is an occurrence the journal does not hold yet (point 5):
+/// a uid never journaled, a count that went up, or, for events that carry no
+/// count, a later last-seen time. The same (uid, resourceVersion) sent twice, a
+/// MODIFIED that changed nothing that counts, and a relisted event already
+/// journaled are all not new.
+pub(crate) fn is_new_occurrence(prev: Option<&Seen>, event: &Header) -> bool {
+    let Some(prev) = prev else { return true };
+    if event.count > 0 || prev.count > 0 {
+        return event.count > prev.count;
+    }
+    match (event.last_timestamp_ms, prev.last_timestamp_ms) {
+        (Some(now), Some(before)) => now > before,
+        _ => false,
+    }
+}
+
+/// What to do with the intake's answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// 2xx: every record in the request is delivered.
+    Delivered,
+    /// Try the same request again later (408, 429, 5xx, network errors, and any
+    /// status not named below), after at least `after` when the intake said so.
+    Retry { after: Option<Duration> },
+    /// 413: the request is too large; send its halves.
+    Split,
+    /// 400: something in the request is malformed; find it by bisection and
+    /// dead-letter it, ship the rest.
+    Reject,
+    /// 401/403: the API key is refused. Stop shipping (the backlog stays in the
+    /// journal), keep journaling, report loudly.
+    Forbidden,
+}
+
+/// Judges an HTTP status (and its Retry-After header, already parsed).
+pub fn judge(status: u16, retry_after: Option<Duration>) -> Verdict {
+    match status {
+        200..=299 => Verdict::Delivered,
+        400 => Verdict::Reject,
+        401 | 403 => Verdict::Forbidden,
+        413 => Verdict::Split,
+        _ => Verdict::Retry { after: retry_after },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Header, RecordKind};
+
+    fn header(count: u32, last: Option<i64>) -> Header {
+        Header {
+            kind: RecordKind::Event,
+            uid: "u".into(),
+            resource_version: "1".into(),
+            namespace: String::new(),
+            involved_kind: String::new(),
+            involved_name: String::new(),
+            reason: String::new(),
+            event_type: String::new(),
+            count,
+            first_timestamp_ms: None,
+            last_timestamp_ms: last,
+            received_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn occurrences() {
+        let seen = |count, last| Seen {
+            count,
+            last_timestamp_ms: last,
+        };
+        assert!(is_new_occurrence(None, &header(1, None)));
+        assert!(is_new_occurrence(Some(&seen(1, None)), &header(2, None)));
+        assert!(!is_new_occurrence(Some(&seen(2, None)), &header(2, None)));
+        assert!(!is_new_occurrence(Some(&seen(3, None)), &header(2, None)));
+        assert!(is_new_occurrence(
+            Some(&seen(0, Some(5))),
+            &header(0, Some(6))
+        ));
+        assert!(!is_new_occurrence(
+            Some(&seen(0, Some(5))),
+            &header(0, Some(5))
+        ));
+        assert!(!is_new_occurrence(Some(&seen(0, None)), &header(0, None)));
+    }
+
+    #[test]
+    fn verdicts() {
+        assert_eq!(judge(202, None), Verdict::Delivered);
+        assert_eq!(judge(400, None), Verdict::Reject);
+        assert_eq!(judge(403, None), Verdict::Forbidden);
+        assert_eq!(judge(413, None), Verdict::Split);
+        let after = Some(Duration::from_secs(3));
+        assert_eq!(judge(429, after), Verdict::Retry { after });
+        assert_eq!(judge(503, None), Verdict::Retry { after: None });
+        assert_eq!(judge(408, None), Verdict::Retry { after: None });
+    }
+}

@@ -1,0 +1,31 @@
+//! The journal: every event evrelay has seen, with the watch's resume token, on disk
+//! before anything is forwarded.
+//!
+//! # Trees (sled)
+//!
+//! | tree     | key                          | value                                  |
+//! |----------|------------------------------|----------------------------------------|
+//! | `events` | sequence number, u64 BE      | a [`Record`] (format in `record.rs`)   |
+//! | `seen`   | event uid                    | last journaled count and time          |
+//! | `meta`   | fixed names (see `store.rs`) | schema version, resume token, cursors  |
+//!
+//! # Invariants
+//!
+//! 1. A batch of records and the resume token that follows them are written in one
+//!    sled transaction, then flushed and `fdatasync`ed before [`Journal::append`]
+//!    returns. The token therefore never points past a record that is not durable.
+//! 2. Sequence numbers only grow; key order is arrival order.
+//! 3. A sink's shipped-through cursor moves only forward, and only after the intake
+//!    acknowledged every record up to it; it is durable before the shipper sends the
+//!    next batch.
+//! 4. The `seen` index is updated in the same transaction as the records, so a record
+//!    is journaled at most once per occurrence however often the API server sends it.
+
+mod record;
+mod store;
+
+pub(crate) use record::Seen;
+pub use record::{FORMAT_VERSION, Header, Record, RecordError, RecordKind, ResumeToken};
+pub use store::{
+    AppendOutcome, Journal, JournalConfig, JournalError, SCHEMA_VERSION, StoredRecord,
+};

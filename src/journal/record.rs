@@ -1,0 +1,269 @@
+//! The on-disk format of one journal record and of the values in `meta`.
+//!
+//! A record is the value stored under its sequence number in the `events` tree:
+//!
+//! ```text
+//! +---------+--------------------+-------------------+---------------------------+
+//! | version | header (postcard)  | CRC32C, u32 LE    | raw event JSON, to the end |
+//! | 1 byte  | self-delimiting    | over all the rest |                           |
+//! +---------+--------------------+-------------------+---------------------------+
+//! ```
+//!
+//! - `version` is [`FORMAT_VERSION`]; any other value is refused with
+//!   [`RecordError::UnknownVersion`], never guessed at. A new version is a new
+//!   migration under `migrations/`.
+//! - The header is [`Header`] in postcard's specified wire format. Its fields are
+//!   appended to, never reordered.
+//! - The checksum covers the version byte, the header and the raw bytes, so a torn or
+//!   bit-flipped record is detected wherever the damage is.
+//! - The raw bytes are the event exactly as the API server sent it (k8s-openapi types
+//!   do not survive postcard), or, for a gap marker, a small JSON object describing it.
+
+use serde::{Deserialize, Serialize};
+
+/// The format version written by this build.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// The checksum is 4 bytes, little-endian.
+const CRC_LEN: usize = 4;
+
+/// What a record stands for. Stored as postcard's varint discriminant: append only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecordKind {
+    /// A Kubernetes event (one occurrence: a new uid, or a count that went up).
+    Event,
+    /// A place where events may have been lost (a relist after an expired token,
+    /// a drop under the disk cap). The raw part says why.
+    Gap,
+}
+
+/// The flat, fixed part of a record: what `dump`, dedup and filters need without
+/// parsing the event's JSON. Do not reorder fields; add new ones at the end only
+/// together with a format version bump.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub kind: RecordKind,
+    /// The event's `metadata.uid`.
+    pub uid: String,
+    /// The event's `metadata.resourceVersion`.
+    pub resource_version: String,
+    /// The event's `metadata.namespace` (empty for cluster-scoped objects' events
+    /// recorded in `default`, as the API server files them).
+    pub namespace: String,
+    /// `involvedObject.kind`.
+    pub involved_kind: String,
+    /// `involvedObject.name`.
+    pub involved_name: String,
+    pub reason: String,
+    /// `type`: Normal, Warning, or whatever the reporter wrote.
+    pub event_type: String,
+    /// `count`, 0 when the event has none (events.k8s.io-style events).
+    pub count: u32,
+    /// `firstTimestamp`, Unix milliseconds.
+    pub first_timestamp_ms: Option<i64>,
+    /// `lastTimestamp`, or else `eventTime`, Unix milliseconds.
+    pub last_timestamp_ms: Option<i64>,
+    /// When evrelay read it from the API server, Unix milliseconds.
+    pub received_at_ms: i64,
+}
+
+/// A header and the raw bytes it describes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub header: Header,
+    pub raw: Vec<u8>,
+}
+
+/// Why bytes read from the journal are not a record.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RecordError {
+    /// The value is empty: not even a version byte.
+    #[error("empty record")]
+    Empty,
+    /// Written by a format this build does not know (a newer evrelay, or damage).
+    #[error(
+        "record format version {0} is not known to this build (it reads version {FORMAT_VERSION}); \
+         run the evrelay version that wrote this journal, or a newer one"
+    )]
+    UnknownVersion(u8),
+    /// The header does not decode.
+    #[error("record header does not decode: {0}")]
+    Header(String),
+    /// The record ends before its checksum.
+    #[error("record is truncated")]
+    Truncated,
+    /// The bytes are not the ones that were written.
+    #[error("record checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    Checksum { stored: u32, computed: u32 },
+}
+
+impl Record {
+    /// Encodes the record into its on-disk bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let header = postcard::to_stdvec(&self.header).expect("a header always serializes");
+        let mut out = Vec::with_capacity(1 + header.len() + CRC_LEN + self.raw.len());
+        out.push(FORMAT_VERSION);
+        out.extend_from_slice(&header);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&out), &self.raw);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(&self.raw);
+        out
+    }
+
+    /// Decodes and verifies on-disk bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        match bytes.first() {
+            None => return Err(RecordError::Empty),
+            Some(&FORMAT_VERSION) => {}
+            Some(&v) => return Err(RecordError::UnknownVersion(v)),
+        }
+        let (header, rest) = postcard::take_from_bytes::<Header>(&bytes[1..])
+            .map_err(|e| RecordError::Header(e.to_string()))?;
+        if rest.len() < CRC_LEN {
+            return Err(RecordError::Truncated);
+        }
+        let header_end = bytes.len() - rest.len();
+        let (crc, raw) = rest.split_at(CRC_LEN);
+        let stored = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
+        let computed = crc32c::crc32c_append(crc32c::crc32c(&bytes[..header_end]), raw);
+        if stored != computed {
+            return Err(RecordError::Checksum { stored, computed });
+        }
+        Ok(Record {
+            header,
+            raw: raw.to_vec(),
+        })
+    }
+}
+
+/// Where the watch resumes: the API server's resourceVersion and the newest event
+/// time journaled with it. Stored in `meta` as JSON (small, and readable in a hex dump).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeToken {
+    /// The resourceVersion to pass to the next watch, as the API server wrote it.
+    pub resource_version: String,
+    /// The newest event timestamp journaled up to this token, Unix milliseconds.
+    /// A relist onto an empty journal keeps only events newer than this.
+    pub timestamp_ms: i64,
+}
+
+impl ResumeToken {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a token always serializes")
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        serde_json::from_slice(bytes).map_err(|e| RecordError::Header(e.to_string()))
+    }
+}
+
+/// What the `seen` tree holds for an event uid: enough to tell a new occurrence
+/// (a higher count) from the same one delivered twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Seen {
+    pub count: u32,
+    pub last_timestamp_ms: Option<i64>,
+}
+
+impl Seen {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("always serializes")
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        postcard::from_bytes(bytes).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Record {
+        Record {
+            header: Header {
+                kind: RecordKind::Event,
+                uid: "0f6c3b8e-1d2a-4c55-9e0b-2b3c4d5e6f70".into(),
+                resource_version: "12345".into(),
+                namespace: "payments".into(),
+                involved_kind: "Pod".into(),
+                involved_name: "api-7d9f".into(),
+                reason: "BackOff".into(),
+                event_type: "Warning".into(),
+                count: 7,
+                first_timestamp_ms: Some(1_700_000_000_000),
+                last_timestamp_ms: Some(1_700_000_060_000),
+                received_at_ms: 1_700_000_060_123,
+            },
+            raw: br#"{"kind":"Event","message":"Back-off restarting failed container \u00e9"}"#
+                .to_vec(),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let r = sample();
+        let bytes = r.encode();
+        assert_eq!(bytes[0], FORMAT_VERSION);
+        assert_eq!(Record::decode(&bytes).unwrap(), r);
+    }
+
+    #[test]
+    fn round_trip_empty_raw_and_gap() {
+        let mut r = sample();
+        r.header.kind = RecordKind::Gap;
+        r.raw.clear();
+        assert_eq!(Record::decode(&r.encode()).unwrap(), r);
+    }
+
+    #[test]
+    fn any_flipped_bit_is_detected() {
+        let bytes = sample().encode();
+        for i in 1..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= 0x10;
+            assert!(
+                Record::decode(&damaged).is_err(),
+                "flip at byte {i} went unnoticed"
+            );
+        }
+    }
+
+    #[test]
+    fn checksum_mismatch_is_reported_as_such() {
+        let mut bytes = sample().encode();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        assert!(matches!(
+            Record::decode(&bytes),
+            Err(RecordError::Checksum { .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_version_is_refused_clearly() {
+        let mut bytes = sample().encode();
+        bytes[0] = 9;
+        let err = Record::decode(&bytes).unwrap_err();
+        assert_eq!(err, RecordError::UnknownVersion(9));
+        assert!(err.to_string().contains("version 9"));
+    }
+
+    #[test]
+    fn truncation_and_empty_are_errors() {
+        assert_eq!(Record::decode(&[]), Err(RecordError::Empty));
+        let bytes = sample().encode();
+        for cut in 1..bytes.len() - sample().raw.len() {
+            assert!(Record::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn token_round_trip() {
+        let t = ResumeToken {
+            resource_version: "981".into(),
+            timestamp_ms: 1_700_000_000_000,
+        };
+        assert_eq!(ResumeToken::decode(&t.encode()).unwrap(), t);
+    }
+}

@@ -1,0 +1,396 @@
+//! The sled store behind [`Journal`]: trees, transactions, group commit, fsync.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::Deserialize;
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use tokio::sync::watch;
+
+use super::record::{Record, RecordError, RecordKind, ResumeToken, Seen};
+use crate::delivery;
+
+/// The journal schema this build writes. Older journals are migrated at open
+/// (see `migrations/`); newer ones are refused.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const TREE_EVENTS: &str = "events";
+const TREE_SEEN: &str = "seen";
+const TREE_META: &str = "meta";
+
+const META_SCHEMA: &[u8] = b"schema_version";
+const META_TOKEN: &[u8] = b"resume_token";
+const META_SHIPPED_PREFIX: &str = "shipped_through/";
+
+/// The sled directory inside the data dir; sled keeps its log in `db` under it.
+const SLED_DIR: &str = "journal";
+const SLED_DB_FILE: &str = "db";
+
+/// Journal settings (`journal:` in the config file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    /// Where the journal lives. In production a PVC mounted here, so a restarted pod
+    /// resumes without a LIST and without resending.
+    pub data_dir: PathBuf,
+    /// Memory sled may use for its page cache. Set explicitly: sled's default is
+    /// 1 GiB and it does not see cgroup limits.
+    pub cache_capacity_bytes: u64,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            data_dir: PathBuf::from("/var/lib/evrelay"),
+            cache_capacity_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why the journal could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// sled failed (I/O, or damage it detected).
+    #[error("journal store at {path}: {source}")]
+    Store {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    /// Flushing to the device failed: what was written may not be durable.
+    #[error("journal fsync at {path}: {source}")]
+    Sync {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process has the journal open (sled holds an exclusive lock).
+    #[error(
+        "journal at {0} is in use by another process (a running evrelay?); stop it or dump a copy of the directory"
+    )]
+    Locked(PathBuf),
+    /// The journal was written by a newer evrelay.
+    #[error(
+        "journal at {path} has schema version {found}, newer than this build's {SCHEMA_VERSION}; run a newer evrelay"
+    )]
+    SchemaTooNew { path: PathBuf, found: u32 },
+    /// A value in `meta` does not decode.
+    #[error("journal meta key {key}: {source}")]
+    Meta {
+        key: String,
+        #[source]
+        source: RecordError,
+    },
+}
+
+/// A record read back with its sequence number. The record is an error where its
+/// bytes are damaged: one bad record never hides the ones after it.
+#[derive(Debug)]
+pub struct StoredRecord {
+    pub seq: u64,
+    pub record: Result<Record, RecordError>,
+}
+
+/// What one [`Journal::append`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AppendOutcome {
+    /// Records written (new occurrences and gap markers).
+    pub journaled: usize,
+    /// Events skipped because the same occurrence is already journaled.
+    pub duplicates: usize,
+    /// The highest sequence number in the journal after the append (0: empty).
+    pub head: u64,
+}
+
+/// The journal. Cheap to clone; every clone is the same journal.
+///
+/// Its methods block on disk I/O: call them from `spawn_blocking` in async code.
+#[derive(Clone)]
+pub struct Journal {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    db: sled::Db,
+    events: sled::Tree,
+    seen: sled::Tree,
+    meta: sled::Tree,
+    /// sled's log file, for the fdatasync that sled 0.34 does not do itself.
+    db_file: File,
+    /// The next sequence number; held for the whole append so appends are serial.
+    next_seq: Mutex<u64>,
+    /// The highest journaled sequence number, for the shipper to wait on.
+    head: watch::Sender<u64>,
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal under `config.data_dir`.
+    pub fn open(config: &JournalConfig) -> Result<Self, JournalError> {
+        let path = config.data_dir.join(SLED_DIR);
+        let store_err = |source| JournalError::Store {
+            path: path.clone(),
+            source,
+        };
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(config.cache_capacity_bytes)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    JournalError::Locked(path.clone())
+                }
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    JournalError::Locked(path.clone())
+                }
+                other => store_err(other),
+            })?;
+        let events = db.open_tree(TREE_EVENTS).map_err(store_err)?;
+        let seen = db.open_tree(TREE_SEEN).map_err(store_err)?;
+        let meta = db.open_tree(TREE_META).map_err(store_err)?;
+        let db_file = File::open(path.join(SLED_DB_FILE)).map_err(|source| JournalError::Sync {
+            path: path.clone(),
+            source,
+        })?;
+
+        match meta.get(META_SCHEMA).map_err(store_err)? {
+            None => {
+                meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())
+                    .map_err(store_err)?;
+            }
+            Some(v) => {
+                let found = u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0xff; 4]));
+                if found > SCHEMA_VERSION {
+                    return Err(JournalError::SchemaTooNew { path, found });
+                }
+            }
+        }
+
+        let last = events
+            .last()
+            .map_err(store_err)?
+            .map(|(k, _)| seq_of(&k))
+            .unwrap_or(0);
+        let (head, _) = watch::channel(last);
+        let journal = Journal {
+            inner: Arc::new(Inner {
+                path,
+                db,
+                events,
+                seen,
+                meta,
+                db_file,
+                next_seq: Mutex::new(last + 1),
+                head,
+            }),
+        };
+        journal.sync()?;
+        Ok(journal)
+    }
+
+    /// Where the journal lives on disk.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Journals a batch and (optionally) the resume token that follows it, in one
+    /// transaction, durable on return. Events already journaled as the same occurrence
+    /// are skipped (see [`delivery::is_new_occurrence`]).
+    pub fn append(
+        &self,
+        records: &[Record],
+        token: Option<&ResumeToken>,
+    ) -> Result<AppendOutcome, JournalError> {
+        let inner = &*self.inner;
+        let mut next_seq = inner.next_seq.lock().expect("journal lock poisoned");
+        let result =
+            (&inner.events, &inner.seen, &inner.meta).transaction(|(events, seen, meta)| {
+                let mut seq = *next_seq;
+                let mut outcome = AppendOutcome::default();
+                for record in records {
+                    let h = &record.header;
+                    if h.kind == RecordKind::Event && !h.uid.is_empty() {
+                        let prev = seen.get(h.uid.as_bytes())?.and_then(|v| Seen::decode(&v));
+                        if !delivery::is_new_occurrence(prev.as_ref(), h) {
+                            outcome.duplicates += 1;
+                            continue;
+                        }
+                        let now = Seen {
+                            count: h.count,
+                            last_timestamp_ms: h.last_timestamp_ms,
+                        };
+                        seen.insert(h.uid.as_bytes(), now.encode())?;
+                    }
+                    events.insert(&seq.to_be_bytes(), record.encode())?;
+                    seq += 1;
+                    outcome.journaled += 1;
+                }
+                if let Some(token) = token {
+                    meta.insert(META_TOKEN, token.encode())?;
+                }
+                outcome.head = seq - 1;
+                Ok::<_, ConflictableTransactionError<()>>(outcome)
+            });
+        let outcome = result.map_err(|e| match e {
+            TransactionError::Storage(source) => JournalError::Store {
+                path: inner.path.clone(),
+                source,
+            },
+            TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
+        })?;
+        *next_seq = outcome.head + 1;
+        drop(next_seq);
+        self.sync()?;
+        if outcome.journaled > 0 {
+            inner.head.send_replace(outcome.head);
+        }
+        Ok(outcome)
+    }
+
+    /// Records a resume token that carries no events (a bookmark). Not synced on its
+    /// own: losing it only means resuming from an earlier, still valid token.
+    pub fn set_token(&self, token: &ResumeToken) -> Result<(), JournalError> {
+        self.inner
+            .meta
+            .insert(META_TOKEN, token.encode())
+            .map_err(|e| self.store_err(e))?;
+        Ok(())
+    }
+
+    /// The token the next watch resumes from; `None` on a new journal.
+    pub fn resume_token(&self) -> Result<Option<ResumeToken>, JournalError> {
+        let Some(bytes) = self
+            .inner
+            .meta
+            .get(META_TOKEN)
+            .map_err(|e| self.store_err(e))?
+        else {
+            return Ok(None);
+        };
+        ResumeToken::decode(&bytes)
+            .map(Some)
+            .map_err(|source| JournalError::Meta {
+                key: String::from_utf8_lossy(META_TOKEN).into_owned(),
+                source,
+            })
+    }
+
+    /// The highest sequence number the sink has delivered (0: none).
+    pub fn shipped_through(&self, sink: &str) -> Result<u64, JournalError> {
+        let key = format!("{META_SHIPPED_PREFIX}{sink}");
+        Ok(self
+            .inner
+            .meta
+            .get(key.as_bytes())
+            .map_err(|e| self.store_err(e))?
+            .map(|v| seq_of(&v))
+            .unwrap_or(0))
+    }
+
+    /// Moves the sink's cursor forward to `seq` (never backward), durably.
+    pub fn mark_shipped(&self, sink: &str, seq: u64) -> Result<(), JournalError> {
+        let key = format!("{META_SHIPPED_PREFIX}{sink}");
+        self.inner
+            .meta
+            .fetch_and_update(key.as_bytes(), |old| {
+                let old = old.map(seq_of).unwrap_or(0);
+                Some(old.max(seq).to_be_bytes().to_vec())
+            })
+            .map_err(|e| self.store_err(e))?;
+        self.sync()
+    }
+
+    /// Up to `max_records` records after `after`, stopping early once `max_bytes` of
+    /// record bytes are gathered (always at least one record).
+    pub fn read_after(
+        &self,
+        after: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRecord>, JournalError> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for item in self.inner.events.range((after + 1).to_be_bytes()..) {
+            let (k, v) = item.map_err(|e| self.store_err(e))?;
+            if out.len() >= max_records || (!out.is_empty() && bytes + v.len() > max_bytes) {
+                break;
+            }
+            bytes += v.len();
+            out.push(StoredRecord {
+                seq: seq_of(&k),
+                record: Record::decode(&v),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every record, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = Result<StoredRecord, JournalError>> + '_ {
+        self.inner.events.iter().map(|item| {
+            let (k, v) = item.map_err(|e| self.store_err(e))?;
+            Ok(StoredRecord {
+                seq: seq_of(&k),
+                record: Record::decode(&v),
+            })
+        })
+    }
+
+    /// The schema version recorded in the journal.
+    pub fn schema_version(&self) -> Result<u32, JournalError> {
+        Ok(self
+            .inner
+            .meta
+            .get(META_SCHEMA)
+            .map_err(|e| self.store_err(e))?
+            .map(|v| u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 4])))
+            .unwrap_or(0))
+    }
+
+    /// The number of records (events and gap markers).
+    pub fn len(&self) -> usize {
+        self.inner.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.events.is_empty()
+    }
+
+    /// Bytes the journal occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64, JournalError> {
+        self.inner.db.size_on_disk().map_err(|e| self.store_err(e))
+    }
+
+    /// Follows the highest journaled sequence number.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.head.subscribe()
+    }
+
+    /// Makes everything written so far durable: sled's flush writes its log with
+    /// `sync_file_range`, which does not flush the device cache; fdatasync does.
+    pub fn sync(&self) -> Result<(), JournalError> {
+        self.inner.db.flush().map_err(|e| self.store_err(e))?;
+        self.inner
+            .db_file
+            .sync_data()
+            .map_err(|source| JournalError::Sync {
+                path: self.inner.path.clone(),
+                source,
+            })
+    }
+
+    fn store_err(&self, source: sled::Error) -> JournalError {
+        JournalError::Store {
+            path: self.inner.path.clone(),
+            source,
+        }
+    }
+}
+
+fn seq_of(bytes: &[u8]) -> u64 {
+    u64::from_be_bytes(bytes.try_into().unwrap_or([0; 8]))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,118 @@
+use super::*;
+use crate::journal::{Header, RecordKind};
+
+fn config(dir: &Path) -> JournalConfig {
+    JournalConfig {
+        data_dir: dir.to_path_buf(),
+        cache_capacity_bytes: 1024 * 1024,
+    }
+}
+
+fn event(uid: &str, rv: &str, count: u32) -> Record {
+    Record {
+        header: Header {
+            kind: RecordKind::Event,
+            uid: uid.into(),
+            resource_version: rv.into(),
+            namespace: "ns".into(),
+            involved_kind: "Pod".into(),
+            involved_name: "p".into(),
+            reason: "Started".into(),
+            event_type: "Normal".into(),
+            count,
+            first_timestamp_ms: None,
+            last_timestamp_ms: Some(1),
+            received_at_ms: 2,
+        },
+        raw: format!(r#"{{"metadata":{{"uid":"{uid}"}}}}"#).into_bytes(),
+    }
+}
+
+fn token(rv: &str) -> ResumeToken {
+    ResumeToken {
+        resource_version: rv.into(),
+        timestamp_ms: 1,
+    }
+}
+
+#[test]
+fn append_read_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let j = Journal::open(&config(dir.path())).unwrap();
+        assert_eq!(j.resume_token().unwrap(), None);
+        let out = j
+            .append(&[event("a", "1", 1), event("b", "2", 1)], Some(&token("2")))
+            .unwrap();
+        assert_eq!(out.journaled, 2);
+        assert_eq!(out.head, 2);
+        assert_eq!(*j.subscribe().borrow(), 2);
+    }
+    let j = Journal::open(&config(dir.path())).unwrap();
+    assert_eq!(j.resume_token().unwrap(), Some(token("2")));
+    assert_eq!(j.schema_version().unwrap(), SCHEMA_VERSION);
+    let all: Vec<_> = j.read_after(0, 10, usize::MAX).unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].seq, 1);
+    assert_eq!(all[1].record.as_ref().unwrap().header.uid, "b");
+    // Sequence numbers continue after a reopen.
+    let out = j.append(&[event("c", "3", 1)], None).unwrap();
+    assert_eq!(out.head, 3);
+}
+
+#[test]
+fn same_occurrence_is_journaled_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&config(dir.path())).unwrap();
+    j.append(&[event("a", "1", 1)], None).unwrap();
+    let out = j
+        .append(
+            &[event("a", "1", 1), event("a", "5", 2), event("a", "5", 2)],
+            None,
+        )
+        .unwrap();
+    assert_eq!(out.journaled, 1, "only the count bump is new");
+    assert_eq!(out.duplicates, 2);
+    assert_eq!(j.len(), 2);
+}
+
+#[test]
+fn cursor_moves_forward_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&config(dir.path())).unwrap();
+    assert_eq!(j.shipped_through("datadog").unwrap(), 0);
+    j.mark_shipped("datadog", 5).unwrap();
+    j.mark_shipped("datadog", 3).unwrap();
+    assert_eq!(j.shipped_through("datadog").unwrap(), 5);
+    assert_eq!(j.shipped_through("other").unwrap(), 0);
+}
+
+#[test]
+fn read_after_respects_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&config(dir.path())).unwrap();
+    let batch: Vec<_> = (0..10).map(|i| event(&format!("u{i}"), "1", 1)).collect();
+    j.append(&batch, None).unwrap();
+    assert_eq!(j.read_after(0, 4, usize::MAX).unwrap().len(), 4);
+    assert_eq!(j.read_after(8, 4, usize::MAX).unwrap().len(), 2);
+    // A byte cap smaller than one record still yields that record.
+    assert_eq!(j.read_after(0, 10, 1).unwrap().len(), 1);
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let j = Journal::open(&config(dir.path())).unwrap();
+        j.inner
+            .meta
+            .insert(META_SCHEMA, &(SCHEMA_VERSION + 1).to_be_bytes())
+            .unwrap();
+        j.sync().unwrap();
+    }
+    match Journal::open(&config(dir.path())) {
+        Err(JournalError::SchemaTooNew { found, .. }) => assert_eq!(found, SCHEMA_VERSION + 1),
+        Err(other) => panic!("unexpected error: {other}"),
+        Ok(_) => panic!("opened a journal from the future"),
+    }
+}

@@ -1,0 +1,31 @@
+//! evrelay forwards Kubernetes events to Datadog and never loses one it has seen.
+//!
+//! # Layout
+//!
+//! The data path runs one way: **watch → journal → ship**.
+//!
+//! - [`watch`]: reads core/v1 Events from the API server (resume, bookmarks, relist)
+//!   and writes them, with the resume token, into the journal.
+//! - [`journal`]: the sled store; its module doc is the on-disk format and its
+//!   invariants; `journal/record.rs` is the record format.
+//! - [`ship`]: reads pending records, sends them to the intake, retries, and moves
+//!   the shipped-through cursor on 2xx.
+//! - [`delivery`]: the delivery rules (what is a new occurrence, how each intake
+//!   answer is handled), in one file.
+//! - [`datadog`]: every Kubernetes → Datadog field mapping, and the payload format.
+//! - [`event`]: a borrowed view of an event's JSON, shared by the stages.
+//! - [`config`]: the YAML file and its environment overrides; [`cli`]: the commands.
+//! - [`runtime`]: builds and runs the tasks; [`shutdown`]: signals.
+//! - [`dump`]: `evrelay dump`.
+
+pub mod cli;
+pub mod config;
+pub mod datadog;
+pub mod delivery;
+pub mod dump;
+pub mod event;
+pub mod journal;
+pub mod runtime;
+pub mod ship;
+pub mod shutdown;
+pub mod watch;

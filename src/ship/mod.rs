@@ -1,0 +1,260 @@
+//! The shipper: reads pending records from the journal, sends them to the intake,
+//! and moves the journal's shipped-through cursor once the intake said 2xx.
+//!
+//! It guarantees (DESIGN.md, points 2 and 3) that the cursor passes a record only
+//! after a 2xx for the request that carried it, durably, before the next request is
+//! sent. A crash can therefore resend at most the one batch that was in flight.
+//!
+//! It shares nothing with the watcher but the journal: it wakes when the journal's
+//! head moves, and is otherwise free to fall behind and catch up.
+
+mod retry;
+mod service;
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Problem;
+use crate::datadog::{self, DatadogConfig, DdEvent};
+use crate::delivery::Verdict;
+use crate::event::KubeEvent;
+use crate::journal::{Journal, JournalError, RecordKind, StoredRecord};
+pub use retry::Delays;
+pub use service::{Answer, Intake};
+
+/// The journal cursor this shipper owns.
+pub const SINK: &str = "datadog";
+
+/// Shipping settings (`ship:` in the config file).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShipConfig {
+    /// Records per request at the most.
+    pub max_events: usize,
+    /// Journal bytes per request at the most; keeps requests under the intake's
+    /// 4 MiB uncompressed cap.
+    pub max_bytes: usize,
+    /// How long the shipper lets records gather before sending a partial batch.
+    pub flush_interval_ms: u64,
+    /// One request's deadline (the Datadog Agent uses 20 s).
+    pub request_timeout_seconds: u64,
+    /// The longest wait between retries (the Datadog Agent caps at 64 s).
+    pub max_backoff_seconds: u64,
+    /// On shutdown, how long an in-flight request may still take before it is
+    /// abandoned (its records stay pending and are sent after the restart).
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for ShipConfig {
+    fn default() -> Self {
+        ShipConfig {
+            max_events: 500,
+            max_bytes: 3 * 1024 * 1024,
+            flush_interval_ms: 200,
+            request_timeout_seconds: 20,
+            max_backoff_seconds: 64,
+            shutdown_grace_seconds: 10,
+        }
+    }
+}
+
+impl ShipConfig {
+    pub(crate) fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut check = |ok: bool, key: &str, value: String, fix: &str| {
+            if !ok {
+                out.push(Problem {
+                    key: key.into(),
+                    message: format!("{value} is out of range"),
+                    fix: fix.into(),
+                });
+            }
+        };
+        check(
+            (1..=10_000).contains(&self.max_events),
+            "ship.max_events",
+            self.max_events.to_string(),
+            "use 1 to 10000 (default 500)",
+        );
+        check(
+            (1024..=4 * 1024 * 1024).contains(&self.max_bytes),
+            "ship.max_bytes",
+            self.max_bytes.to_string(),
+            "use 1024 to 4194304, the intake's uncompressed cap (default 3145728)",
+        );
+        check(
+            self.flush_interval_ms <= 10_000,
+            "ship.flush_interval_ms",
+            self.flush_interval_ms.to_string(),
+            "use at most 10000 (default 200)",
+        );
+        check(
+            self.request_timeout_seconds >= 1,
+            "ship.request_timeout_seconds",
+            self.request_timeout_seconds.to_string(),
+            "use at least 1 (default 20)",
+        );
+        check(
+            self.max_backoff_seconds >= 1,
+            "ship.max_backoff_seconds",
+            self.max_backoff_seconds.to_string(),
+            "use at least 1 (default 64)",
+        );
+        out
+    }
+}
+
+/// Why the shipper stopped for good.
+#[derive(Debug, thiserror::Error)]
+pub enum ShipError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// Sends journaled records to the Datadog intake.
+pub struct Shipper {
+    journal: Journal,
+    intake: Intake,
+    datadog: DatadogConfig,
+    hostname: String,
+    config: ShipConfig,
+}
+
+impl Shipper {
+    pub fn new(
+        journal: Journal,
+        intake: Intake,
+        datadog: DatadogConfig,
+        hostname: String,
+        config: ShipConfig,
+    ) -> Self {
+        Shipper {
+            journal,
+            intake,
+            datadog,
+            hostname,
+            config,
+        }
+    }
+
+    /// Ships until `shutdown` is cancelled or the journal fails.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ShipError> {
+        let mut head = self.journal.subscribe();
+        let linger = Duration::from_millis(self.config.flush_interval_ms);
+        let mut delays = Delays::new(
+            Duration::from_millis(500),
+            Duration::from_secs(self.config.max_backoff_seconds),
+        );
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let batch = self.next_batch().await?;
+            if batch.is_empty() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    changed = head.changed() => if changed.is_err() { return Ok(()) },
+                }
+                // Let a burst gather into one request.
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(linger) => {}
+                }
+                continue;
+            }
+            let last = batch.last().expect("not empty").seq;
+            let events = self.transform(&batch);
+            if !events.is_empty() && !self.deliver(&events, &mut delays, &shutdown).await {
+                return Ok(()); // abandoned at shutdown; the batch stays pending
+            }
+            let journal = self.journal.clone();
+            tokio::task::spawn_blocking(move || journal.mark_shipped(SINK, last))
+                .await
+                .expect("journal task panicked")?;
+            tracing::debug!(through = last, events = events.len(), "batch shipped");
+        }
+    }
+
+    async fn next_batch(&self) -> Result<Vec<StoredRecord>, ShipError> {
+        let journal = self.journal.clone();
+        let (max_events, max_bytes) = (self.config.max_events, self.config.max_bytes);
+        Ok(tokio::task::spawn_blocking(move || {
+            let through = journal.shipped_through(SINK)?;
+            journal.read_after(through, max_events, max_bytes)
+        })
+        .await
+        .expect("journal task panicked")?)
+    }
+
+    /// The Datadog events for a batch. Gap markers are not events; records whose
+    /// bytes are damaged are reported and passed over (they cannot be repaired).
+    fn transform(&self, batch: &[StoredRecord]) -> Vec<DdEvent> {
+        batch
+            .iter()
+            .filter_map(|stored| match &stored.record {
+                Ok(r) if r.header.kind == RecordKind::Event => {
+                    let event = KubeEvent::parse(&r.raw).unwrap_or_default();
+                    Some(datadog::unbundled(&event, &self.datadog))
+                }
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::error!(seq = stored.seq, error = %e, "damaged journal record passed over");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Sends until the intake says 2xx. Returns false if shutdown came first and the
+    /// grace period ran out.
+    async fn deliver(
+        &self,
+        events: &[DdEvent],
+        delays: &mut Delays,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let body = datadog::encode(events, &self.hostname);
+        let grace = Duration::from_secs(self.config.shutdown_grace_seconds);
+        let deadline = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::pin!(deadline);
+        loop {
+            let answer = tokio::select! {
+                _ = &mut deadline => return false,
+                answer = self.intake.send(&body) => answer,
+            };
+            let wait = match answer.verdict {
+                Verdict::Delivered => {
+                    delays.reset();
+                    return true;
+                }
+                Verdict::Retry { after } => {
+                    let wait = delays.next(after);
+                    tracing::warn!(detail = %answer.detail, retry_in = ?wait, "intake did not accept the batch; retrying");
+                    wait
+                }
+                Verdict::Forbidden => {
+                    let wait =
+                        delays.next(Some(Duration::from_secs(self.config.max_backoff_seconds)));
+                    tracing::error!(detail = %answer.detail, retry_in = ?wait,
+                        "the intake refuses the API key: shipping paused, journaling continues; fix DD_API_KEY");
+                    wait
+                }
+                Verdict::Split | Verdict::Reject => {
+                    let wait = delays.next(None);
+                    tracing::error!(detail = %answer.detail, retry_in = ?wait, events = events.len(),
+                        "the intake rejected the batch; retrying");
+                    wait
+                }
+            };
+            tokio::select! {
+                _ = &mut deadline => return false,
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
