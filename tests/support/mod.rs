@@ -1,0 +1,335 @@
+//! Test ground shared by the end-to-end tests: a real kube-apiserver + etcd and
+//! Datadog's fakeintake, started by `scripts/dev-cluster` on free loopback ports, and
+//! evrelay itself run as a child process.
+//!
+//! Nothing here is faked. If the control plane cannot start, [`ControlPlane::start`]
+//! panics with its logs: a test that needs it fails, it never passes vacuously.
+//! Everything is torn down on drop (also when a test panics), and a watcher left by
+//! `dev-cluster up` tears it down if the test process dies without unwinding.
+
+#![allow(dead_code)] // each test binary uses its own part of the support code
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Event, Namespace, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde::Deserialize;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A running control plane and intake.
+pub struct ControlPlane {
+    dir: tempfile::TempDir,
+    env: HashMap<String, String>,
+}
+
+impl ControlPlane {
+    /// Starts etcd, kube-apiserver and fakeintake (building them once per machine).
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("evrelay-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        let run = dir.path().join("cluster");
+        let started = Instant::now();
+        let output = Command::new(repo().join("scripts/dev-cluster"))
+            .arg("up")
+            .arg(&run)
+            .env("EVRELAY_OWNER_PID", std::process::id().to_string())
+            .stdin(Stdio::null())
+            .output()
+            .expect("running scripts/dev-cluster");
+        assert!(
+            output.status.success(),
+            "scripts/dev-cluster up failed ({}):\n{}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        );
+        let env =
+            parse_env(&std::fs::read_to_string(run.join("env")).expect("dev-cluster env file"));
+        for key in [
+            "KUBECONFIG",
+            "DD_URL",
+            "EVRELAY_INTAKE_EVENTS",
+            "EVRELAY_DEV_AUDIT_LOG",
+        ] {
+            assert!(env.contains_key(key), "dev-cluster env lacks {key}");
+        }
+        eprintln!(
+            "control plane up in {:.1?} at {}",
+            started.elapsed(),
+            run.display()
+        );
+        ControlPlane { dir, env }
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("cluster")
+    }
+
+    pub fn var(&self, key: &str) -> &str {
+        &self.env[key]
+    }
+
+    pub fn dd_url(&self) -> &str {
+        self.var("DD_URL")
+    }
+
+    /// An admin client for the API server.
+    pub async fn client(&self) -> kube::Client {
+        let kubeconfig = Kubeconfig::read_from(self.var("KUBECONFIG")).expect("kubeconfig");
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .expect("client config");
+        kube::Client::try_from(config).expect("client")
+    }
+
+    /// A fresh directory for an evrelay data dir, removed with the control plane.
+    pub fn data_dir(&self, name: &str) -> PathBuf {
+        let dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&dir).expect("data dir");
+        dir
+    }
+
+    /// The events fakeintake received on `/intake/`, as Datadog's own parser reads them.
+    pub fn intake_events(&self) -> Vec<IntakeEvent> {
+        let output = Command::new(self.var("EVRELAY_INTAKE_EVENTS"))
+            .args(["-url", self.dd_url()])
+            .output()
+            .expect("running intake-events");
+        assert!(
+            output.status.success(),
+            "intake-events failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout)
+            .expect("utf-8")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("intake-events line"))
+            .collect()
+    }
+
+    /// Requests the API server logged for a verb on core/v1 events (the audit log).
+    pub fn event_requests(&self, verb: &str) -> usize {
+        let log = std::fs::read_to_string(self.var("EVRELAY_DEV_AUDIT_LOG")).unwrap_or_default();
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| {
+                e["stage"] == "ResponseComplete"
+                    && e["verb"] == verb
+                    && e["objectRef"]["resource"] == "events"
+            })
+            .count()
+    }
+
+    /// An evrelay command with the control plane's environment and the given data dir.
+    pub fn evrelay(&self, data_dir: &Path) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_evrelay"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("KUBECONFIG", self.var("KUBECONFIG"))
+            .env("DD_URL", self.dd_url())
+            .env("DD_API_KEY", TEST_API_KEY)
+            .env("EVRELAY_DATA_DIR", data_dir)
+            .env("RUST_LOG", "info,evrelay=debug")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Starts `evrelay run`, logging to `<data_dir>.log`.
+    pub fn spawn_evrelay(&self, data_dir: &Path) -> Evrelay {
+        let log_path = data_dir.with_extension("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("log file");
+        let child = self
+            .evrelay(data_dir)
+            .arg("run")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawning evrelay");
+        Evrelay {
+            child: Some(child),
+            log_path,
+        }
+    }
+
+    /// `evrelay dump` of a data dir, parsed.
+    pub fn dump(&self, data_dir: &Path) -> Vec<serde_json::Value> {
+        let output = self
+            .evrelay(data_dir)
+            .arg("dump")
+            .output()
+            .expect("evrelay dump");
+        assert!(
+            output.status.success(),
+            "evrelay dump failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout)
+            .expect("utf-8")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("dump line is JSON"))
+            .collect()
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/dev-cluster"))
+            .arg("down")
+            .arg(self.run_dir())
+            .stdin(Stdio::null())
+            .status();
+    }
+}
+
+/// The API key the tests run evrelay with, to look for it where it must not be.
+pub const TEST_API_KEY: &str = "e2e0000test0000key0000dd00000000";
+
+/// A running `evrelay run`, killed on drop.
+pub struct Evrelay {
+    child: Option<Child>,
+    pub log_path: PathBuf,
+}
+
+impl Evrelay {
+    /// SIGTERM, then wait for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().expect("waiting for evrelay")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Evrelay {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One event as fakeintake's parser read it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IntakeEvent {
+    pub source: String,
+    pub msg_title: String,
+    pub msg_text: String,
+    pub timestamp: i64,
+    pub priority: String,
+    pub host: String,
+    pub tags: Option<Vec<String>>,
+    pub alert_type: String,
+    pub aggregation_key: String,
+    pub source_type_name: String,
+    pub event_type: String,
+}
+
+impl IntakeEvent {
+    /// The event uid from the `evrelay_id:<uid>.<resourceVersion>` tag.
+    pub fn event_uid(&self) -> Option<&str> {
+        self.tags
+            .iter()
+            .flatten()
+            .find_map(|t| t.strip_prefix("evrelay_id:"))
+            .and_then(|id| id.rsplit_once('.'))
+            .map(|(uid, _)| uid)
+    }
+}
+
+/// Polls `condition` until it holds or `timeout` passes; returns whether it held.
+pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub async fn create_namespace(client: &kube::Client, name: &str) {
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("creating namespace");
+}
+
+/// Creates one event about a Pod and returns its uid.
+pub async fn create_event(
+    client: &kube::Client,
+    namespace: &str,
+    pod: &str,
+    reason: &str,
+    message: &str,
+) -> String {
+    let now = Time(jiff::Timestamp::now());
+    let event = Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{pod}.")),
+            namespace: Some(namespace.into()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            kind: Some("Pod".into()),
+            name: Some(pod.into()),
+            namespace: Some(namespace.into()),
+            uid: Some(format!("uid-{namespace}-{pod}")),
+            ..Default::default()
+        },
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        type_: Some("Normal".into()),
+        count: Some(1),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        source: Some(k8s_openapi::api::core::v1::EventSource {
+            component: Some("e2e".into()),
+            host: Some("node-1".into()),
+        }),
+        ..Default::default()
+    };
+    let created = Api::<Event>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &event)
+        .await
+        .expect("creating event");
+    created.metadata.uid.expect("created events have a uid")
+}
+
+fn parse_env(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
