@@ -23,8 +23,11 @@ pub enum DumpError {
 struct Line<'a> {
     seq: u64,
     kind: &'static str,
-    /// pending | shipped, against the Datadog sink's cursor.
+    /// pending | shipped | dead, against the Datadog sink's cursor and dead letters.
     state: &'static str,
+    /// Why the intake refused it, for dead records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dead_reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     #[serde(skip_serializing_if = "str::is_empty")]
@@ -59,11 +62,16 @@ pub fn records(journal: &Journal, out: &mut impl Write) -> Result<usize, DumpErr
     let mut n = 0;
     for item in journal.iter() {
         let StoredRecord { seq, record } = item?;
-        let state = if seq <= shipped_through {
-            "shipped"
-        } else {
-            "pending"
+        let dead = journal.dead_letter(seq)?;
+        let state = match (&dead, seq <= shipped_through) {
+            (Some(_), _) => "dead",
+            (None, true) => "shipped",
+            (None, false) => "pending",
         };
+        let dead_reason = dead.map(|d| match d.status {
+            Some(status) => format!("{status}: {}", d.reason),
+            None => d.reason,
+        });
         let line = match &record {
             Ok(r) => {
                 let h = &r.header;
@@ -74,6 +82,7 @@ pub fn records(journal: &Journal, out: &mut impl Write) -> Result<usize, DumpErr
                         RecordKind::Gap => "gap",
                     },
                     state,
+                    dead_reason,
                     error: None,
                     uid: &h.uid,
                     resource_version: &h.resource_version,
@@ -91,6 +100,7 @@ pub fn records(journal: &Journal, out: &mut impl Write) -> Result<usize, DumpErr
                 seq,
                 kind: "damaged",
                 state,
+                dead_reason,
                 error: Some(e.to_string()),
                 uid: "",
                 resource_version: "",
@@ -121,6 +131,8 @@ pub fn meta(journal: &Journal, out: &mut impl Write) -> Result<(), DumpError> {
         "resume_token": token,
         "shipped_through": { SINK: shipped_through },
         "records": journal.len(),
+        "dead_letters": journal.dead_count(),
+        "counters": journal.counters()?,
         "bytes_on_disk": journal.size_on_disk()?,
         "path": journal.path(),
     });

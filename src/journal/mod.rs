@@ -7,7 +7,8 @@
 //! |----------|------------------------------|----------------------------------------|
 //! | `events` | sequence number, u64 BE      | a [`Record`] (format in `record.rs`)   |
 //! | `seen`   | event uid                    | last journaled count and time          |
-//! | `meta`   | fixed names (see `store.rs`) | schema version, resume token, cursors  |
+//! | `meta`   | fixed names (see `store.rs`) | schema version, resume token, cursors, byte and drop counters |
+//! | `dead`   | sequence number, u64 BE      | a [`DeadLetter`]: why the intake refused that record for good |
 //!
 //! # Invariants
 //!
@@ -18,14 +19,21 @@
 //! 3. A sink's shipped-through cursor moves only forward, and only after the intake
 //!    acknowledged every record up to it; it is durable before the shipper sends the
 //!    next batch.
-//! 4. The `seen` index is updated in the same transaction as the records, so a record
+//! 4. Bounded: record bytes are counted in `meta` in the same transactions that add or
+//!    remove records. Past `max_bytes` the oldest shipped records go first, then the
+//!    oldest pending ones; every pending drop is counted and leaves a gap marker.
+//!    Appends never wait for the shipper, so the watch is never held up.
+//! 5. The `seen` index is updated in the same transaction as the records, so a record
 //!    is journaled at most once per occurrence however often the API server sends it.
 
 mod record;
 mod store;
 
 pub(crate) use record::Seen;
-pub use record::{FORMAT_VERSION, Header, Record, RecordError, RecordKind, ResumeToken};
+pub use record::{
+    DeadLetter, FORMAT_VERSION, Header, Record, RecordError, RecordKind, ResumeToken,
+};
 pub use store::{
-    AppendOutcome, Journal, JournalConfig, JournalError, SCHEMA_VERSION, StoredRecord,
+    AppendOutcome, CapOutcome, Counters, Journal, JournalConfig, JournalError, SCHEMA_VERSION,
+    StoredRecord,
 };

@@ -157,6 +157,28 @@ impl ResumeToken {
     }
 }
 
+/// Why the intake refused a record for good, stored in the `dead` tree under the
+/// record's sequence number (JSON). The record itself stays in `events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The intake's status for the request that carried this record alone.
+    pub status: Option<u16>,
+    /// The start of the intake's answer, or what evrelay itself found wrong.
+    pub reason: String,
+    /// When it was dead-lettered, Unix milliseconds.
+    pub at_ms: i64,
+}
+
+impl DeadLetter {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a dead letter always serializes")
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        serde_json::from_slice(bytes).map_err(|e| RecordError::Header(e.to_string()))
+    }
+}
+
 /// What the `seen` tree holds for an event uid: enough to tell a new occurrence
 /// (a higher count) from the same one delivered twice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

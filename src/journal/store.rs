@@ -9,7 +9,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::watch;
 
-use super::record::{Record, RecordError, RecordKind, ResumeToken, Seen};
+use super::record::{DeadLetter, Record, RecordError, RecordKind, ResumeToken, Seen};
 use crate::delivery;
 
 /// The journal schema this build writes. Older journals are migrated at open
@@ -19,10 +19,17 @@ pub const SCHEMA_VERSION: u32 = 1;
 const TREE_EVENTS: &str = "events";
 const TREE_SEEN: &str = "seen";
 const TREE_META: &str = "meta";
+const TREE_DEAD: &str = "dead";
 
 const META_SCHEMA: &[u8] = b"schema_version";
 const META_TOKEN: &[u8] = b"resume_token";
 const META_SHIPPED_PREFIX: &str = "shipped_through/";
+/// Bytes of all records in `events`, kept in the transactions that change them.
+const META_RECORD_BYTES: &[u8] = b"record_bytes";
+/// Pending records dropped by the byte cap, ever (each one a loss, and marked).
+const META_DROPPED_PENDING: &[u8] = b"dropped_pending";
+/// Shipped records removed by the byte cap, ever (no loss: they were delivered).
+const META_EVICTED_SHIPPED: &[u8] = b"evicted_shipped";
 
 /// The sled directory inside the data dir; sled keeps its log in `db` under it.
 const SLED_DIR: &str = "journal";
@@ -38,6 +45,10 @@ pub struct JournalConfig {
     /// Memory sled may use for its page cache. Set explicitly: sled's default is
     /// 1 GiB and it does not see cgroup limits.
     pub cache_capacity_bytes: u64,
+    /// The most record bytes the journal holds. Past it the oldest shipped records
+    /// are removed, then the oldest pending ones (each counted, and marked by a gap
+    /// record). sled needs up to about 3x this on disk: size the PVC for that.
+    pub max_bytes: u64,
 }
 
 impl Default for JournalConfig {
@@ -45,6 +56,7 @@ impl Default for JournalConfig {
         JournalConfig {
             data_dir: PathBuf::from("/var/lib/evrelay"),
             cache_capacity_bytes: 16 * 1024 * 1024,
+            max_bytes: 512 * 1024 * 1024,
         }
     }
 }
@@ -102,6 +114,25 @@ pub struct AppendOutcome {
     pub duplicates: usize,
     /// The highest sequence number in the journal after the append (0: empty).
     pub head: u64,
+    /// What the byte cap removed to make room.
+    pub cap: CapOutcome,
+}
+
+/// What one enforcement of the byte cap removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CapOutcome {
+    /// Shipped records removed (no loss).
+    pub evicted_shipped: u64,
+    /// Pending records dropped (lost; a gap marker records it).
+    pub dropped_pending: u64,
+}
+
+/// Counters kept in `meta`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Counters {
+    pub record_bytes: u64,
+    pub dropped_pending: u64,
+    pub evicted_shipped: u64,
 }
 
 /// The journal. Cheap to clone; every clone is the same journal.
@@ -118,6 +149,8 @@ struct Inner {
     events: sled::Tree,
     seen: sled::Tree,
     meta: sled::Tree,
+    dead: sled::Tree,
+    max_bytes: u64,
     /// sled's log file, for the fdatasync that sled 0.34 does not do itself.
     db_file: File,
     /// The next sequence number; held for the whole append so appends are serial.
@@ -150,6 +183,7 @@ impl Journal {
         let events = db.open_tree(TREE_EVENTS).map_err(store_err)?;
         let seen = db.open_tree(TREE_SEEN).map_err(store_err)?;
         let meta = db.open_tree(TREE_META).map_err(store_err)?;
+        let dead = db.open_tree(TREE_DEAD).map_err(store_err)?;
         let db_file = File::open(path.join(SLED_DB_FILE)).map_err(|source| JournalError::Sync {
             path: path.clone(),
             source,
@@ -181,6 +215,8 @@ impl Journal {
                 events,
                 seen,
                 meta,
+                dead,
+                max_bytes: config.max_bytes,
                 db_file,
                 next_seq: Mutex::new(last + 1),
                 head,
@@ -197,18 +233,40 @@ impl Journal {
 
     /// Journals a batch and (optionally) the resume token that follows it, in one
     /// transaction, durable on return. Events already journaled as the same occurrence
-    /// are skipped (see [`delivery::is_new_occurrence`]).
+    /// are skipped (see [`delivery::is_new_occurrence`]). If the batch takes the
+    /// journal past its byte cap, the oldest records make room (see `cap.rs`).
     pub fn append(
         &self,
         records: &[Record],
         token: Option<&ResumeToken>,
     ) -> Result<AppendOutcome, JournalError> {
+        let mut next_seq = self.inner.next_seq.lock().expect("journal lock poisoned");
+        let mut outcome = self.append_locked(&mut next_seq, records, token)?;
+        outcome.cap = self.enforce_cap(&mut next_seq)?;
+        if outcome.cap != CapOutcome::default() {
+            outcome.head = *next_seq - 1;
+        }
+        drop(next_seq);
+        self.sync()?;
+        if outcome.journaled > 0 {
+            self.inner.head.send_replace(outcome.head);
+        }
+        Ok(outcome)
+    }
+
+    /// The transaction of [`Journal::append`]; the caller holds the sequence lock and syncs.
+    fn append_locked(
+        &self,
+        next_seq: &mut u64,
+        records: &[Record],
+        token: Option<&ResumeToken>,
+    ) -> Result<AppendOutcome, JournalError> {
         let inner = &*self.inner;
-        let mut next_seq = inner.next_seq.lock().expect("journal lock poisoned");
         let result =
             (&inner.events, &inner.seen, &inner.meta).transaction(|(events, seen, meta)| {
                 let mut seq = *next_seq;
                 let mut outcome = AppendOutcome::default();
+                let mut added = 0u64;
                 for record in records {
                     let h = &record.header;
                     if h.kind == RecordKind::Event && !h.uid.is_empty() {
@@ -223,9 +281,18 @@ impl Journal {
                         };
                         seen.insert(h.uid.as_bytes(), now.encode())?;
                     }
-                    events.insert(&seq.to_be_bytes(), record.encode())?;
+                    let bytes = record.encode();
+                    added += bytes.len() as u64;
+                    events.insert(&seq.to_be_bytes(), bytes)?;
                     seq += 1;
                     outcome.journaled += 1;
+                }
+                if added > 0 {
+                    let total = meta
+                        .get(META_RECORD_BYTES)?
+                        .map(|v| seq_of(&v))
+                        .unwrap_or(0);
+                    meta.insert(META_RECORD_BYTES, &(total + added).to_be_bytes())?;
                 }
                 if let Some(token) = token {
                     meta.insert(META_TOKEN, token.encode())?;
@@ -233,19 +300,8 @@ impl Journal {
                 outcome.head = seq - 1;
                 Ok::<_, ConflictableTransactionError<()>>(outcome)
             });
-        let outcome = result.map_err(|e| match e {
-            TransactionError::Storage(source) => JournalError::Store {
-                path: inner.path.clone(),
-                source,
-            },
-            TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
-        })?;
+        let outcome = result.map_err(|e| self.tx_err(e))?;
         *next_seq = outcome.head + 1;
-        drop(next_seq);
-        self.sync()?;
-        if outcome.journaled > 0 {
-            inner.head.send_replace(outcome.head);
-        }
         Ok(outcome)
     }
 
@@ -289,17 +345,68 @@ impl Journal {
             .unwrap_or(0))
     }
 
-    /// Moves the sink's cursor forward to `seq` (never backward), durably.
-    pub fn mark_shipped(&self, sink: &str, seq: u64) -> Result<(), JournalError> {
+    /// Moves the sink's cursor forward to `seq` (never backward) and records the
+    /// batch's dead letters, in one durable write.
+    pub fn mark_shipped(
+        &self,
+        sink: &str,
+        seq: u64,
+        dead_letters: &[(u64, DeadLetter)],
+    ) -> Result<(), JournalError> {
         let key = format!("{META_SHIPPED_PREFIX}{sink}");
-        self.inner
-            .meta
-            .fetch_and_update(key.as_bytes(), |old| {
-                let old = old.map(seq_of).unwrap_or(0);
-                Some(old.max(seq).to_be_bytes().to_vec())
+        let inner = &*self.inner;
+        (&inner.meta, &inner.dead)
+            .transaction(|(meta, dead)| {
+                let old = meta.get(key.as_bytes())?.map(|v| seq_of(&v)).unwrap_or(0);
+                meta.insert(key.as_bytes(), &old.max(seq).to_be_bytes())?;
+                for (seq, letter) in dead_letters {
+                    dead.insert(&seq.to_be_bytes(), letter.encode())?;
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
             })
-            .map_err(|e| self.store_err(e))?;
+            .map_err(|e| self.tx_err(e))?;
         self.sync()
+    }
+
+    /// Why the record at `seq` was dead-lettered, if it was.
+    pub fn dead_letter(&self, seq: u64) -> Result<Option<DeadLetter>, JournalError> {
+        let Some(bytes) = self
+            .inner
+            .dead
+            .get(seq.to_be_bytes())
+            .map_err(|e| self.store_err(e))?
+        else {
+            return Ok(None);
+        };
+        DeadLetter::decode(&bytes)
+            .map(Some)
+            .map_err(|source| JournalError::Meta {
+                key: format!("dead/{seq}"),
+                source,
+            })
+    }
+
+    /// The number of dead-lettered records.
+    pub fn dead_count(&self) -> usize {
+        self.inner.dead.len()
+    }
+
+    /// The byte and drop counters.
+    pub fn counters(&self) -> Result<Counters, JournalError> {
+        let get = |key: &[u8]| -> Result<u64, JournalError> {
+            Ok(self
+                .inner
+                .meta
+                .get(key)
+                .map_err(|e| self.store_err(e))?
+                .map(|v| seq_of(&v))
+                .unwrap_or(0))
+        };
+        Ok(Counters {
+            record_bytes: get(META_RECORD_BYTES)?,
+            dropped_pending: get(META_DROPPED_PENDING)?,
+            evicted_shipped: get(META_EVICTED_SHIPPED)?,
+        })
     }
 
     /// Up to `max_records` records after `after`, stopping early once `max_bytes` of
@@ -380,6 +487,13 @@ impl Journal {
             })
     }
 
+    fn tx_err(&self, e: TransactionError<()>) -> JournalError {
+        match e {
+            TransactionError::Storage(source) => self.store_err(source),
+            TransactionError::Abort(()) => unreachable!("evrelay's transactions never abort"),
+        }
+    }
+
     fn store_err(&self, source: sled::Error) -> JournalError {
         JournalError::Store {
             path: self.inner.path.clone(),
@@ -392,5 +506,6 @@ fn seq_of(bytes: &[u8]) -> u64 {
     u64::from_be_bytes(bytes.try_into().unwrap_or([0; 8]))
 }
 
+mod cap;
 #[cfg(test)]
 mod tests;

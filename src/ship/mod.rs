@@ -8,6 +8,7 @@
 //! It shares nothing with the watcher but the journal: it wakes when the journal's
 //! head moves, and is otherwise free to fall behind and catch up.
 
+mod deliver;
 mod retry;
 mod service;
 
@@ -17,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Problem;
 use crate::datadog::{self, DatadogConfig, DdEvent};
-use crate::delivery::Verdict;
 use crate::event::KubeEvent;
 use crate::journal::{Journal, JournalError, RecordKind, StoredRecord};
+pub use deliver::{Attempts, MAX_COMPRESSED_BYTES, MAX_RAW_BYTES, Settled, Transport};
 pub use retry::Delays;
 pub use service::{Answer, Intake};
 
@@ -113,18 +114,18 @@ pub enum ShipError {
 }
 
 /// Sends journaled records to the Datadog intake.
-pub struct Shipper {
+pub struct Shipper<T = Intake> {
     journal: Journal,
-    intake: Intake,
+    intake: T,
     datadog: DatadogConfig,
     hostname: String,
     config: ShipConfig,
 }
 
-impl Shipper {
+impl<T: Transport> Shipper<T> {
     pub fn new(
         journal: Journal,
-        intake: Intake,
+        intake: T,
         datadog: DatadogConfig,
         hostname: String,
         config: ShipConfig,
@@ -164,15 +165,36 @@ impl Shipper {
                 continue;
             }
             let last = batch.last().expect("not empty").seq;
-            let events = self.transform(&batch);
-            if !events.is_empty() && !self.deliver(&events, &mut delays, &shutdown).await {
-                return Ok(()); // abandoned at shutdown; the batch stays pending
-            }
+            let items = self.transform(&batch);
+            let settled = if items.is_empty() {
+                Settled::default()
+            } else {
+                let mut attempts = Attempts {
+                    transport: &self.intake,
+                    hostname: &self.hostname,
+                    delays: &mut delays,
+                    forbidden_pause: Duration::from_secs(self.config.max_backoff_seconds),
+                    grace: Duration::from_secs(self.config.shutdown_grace_seconds),
+                    shutdown: &shutdown,
+                };
+                match attempts.settle(&items).await {
+                    Some(settled) => settled,
+                    None => return Ok(()), // shutdown: the batch stays pending
+                }
+            };
             let journal = self.journal.clone();
-            tokio::task::spawn_blocking(move || journal.mark_shipped(SINK, last))
+            let dead = settled.dead_letters;
+            let dead_count = dead.len();
+            tokio::task::spawn_blocking(move || journal.mark_shipped(SINK, last, &dead))
                 .await
                 .expect("journal task panicked")?;
-            tracing::debug!(through = last, events = events.len(), "batch shipped");
+            tracing::debug!(
+                through = last,
+                events = items.len(),
+                dead = dead_count,
+                requests = settled.requests,
+                "batch shipped"
+            );
         }
     }
 
@@ -187,15 +209,16 @@ impl Shipper {
         .expect("journal task panicked")?)
     }
 
-    /// The Datadog events for a batch. Gap markers are not events; records whose
-    /// bytes are damaged are reported and passed over (they cannot be repaired).
-    fn transform(&self, batch: &[StoredRecord]) -> Vec<DdEvent> {
+    /// The Datadog events for a batch, each with its sequence number. Gap markers
+    /// are not events; records whose bytes are damaged are reported and passed over
+    /// (they cannot be repaired).
+    fn transform(&self, batch: &[StoredRecord]) -> Vec<(u64, DdEvent)> {
         batch
             .iter()
             .filter_map(|stored| match &stored.record {
                 Ok(r) if r.header.kind == RecordKind::Event => {
                     let event = KubeEvent::parse(&r.raw).unwrap_or_default();
-                    Some(datadog::unbundled(&event, &self.datadog))
+                    Some((stored.seq, datadog::unbundled(&event, &self.datadog)))
                 }
                 Ok(_) => None,
                 Err(e) => {
@@ -204,57 +227,5 @@ impl Shipper {
                 }
             })
             .collect()
-    }
-
-    /// Sends until the intake says 2xx. Returns false if shutdown came first and the
-    /// grace period ran out.
-    async fn deliver(
-        &self,
-        events: &[DdEvent],
-        delays: &mut Delays,
-        shutdown: &CancellationToken,
-    ) -> bool {
-        let body = datadog::encode(events, &self.hostname);
-        let grace = Duration::from_secs(self.config.shutdown_grace_seconds);
-        let deadline = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(grace).await;
-        };
-        tokio::pin!(deadline);
-        loop {
-            let answer = tokio::select! {
-                _ = &mut deadline => return false,
-                answer = self.intake.send(&body) => answer,
-            };
-            let wait = match answer.verdict {
-                Verdict::Delivered => {
-                    delays.reset();
-                    return true;
-                }
-                Verdict::Retry { after } => {
-                    let wait = delays.next(after);
-                    tracing::warn!(detail = %answer.detail, retry_in = ?wait, "intake did not accept the batch; retrying");
-                    wait
-                }
-                Verdict::Forbidden => {
-                    let wait =
-                        delays.next(Some(Duration::from_secs(self.config.max_backoff_seconds)));
-                    tracing::error!(detail = %answer.detail, retry_in = ?wait,
-                        "the intake refuses the API key: shipping paused, journaling continues; fix DD_API_KEY");
-                    wait
-                }
-                Verdict::Split | Verdict::Reject => {
-                    let wait = delays.next(None);
-                    tracing::error!(detail = %answer.detail, retry_in = ?wait, events = events.len(),
-                        "the intake rejected the batch; retrying");
-                    wait
-                }
-            };
-            tokio::select! {
-                _ = &mut deadline => return false,
-                _ = shutdown.cancelled() => return false,
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
     }
 }

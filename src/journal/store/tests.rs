@@ -5,6 +5,7 @@ fn config(dir: &Path) -> JournalConfig {
     JournalConfig {
         data_dir: dir.to_path_buf(),
         cache_capacity_bytes: 1024 * 1024,
+        max_bytes: 1 << 30,
     }
 }
 
@@ -81,8 +82,8 @@ fn cursor_moves_forward_only() {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(&config(dir.path())).unwrap();
     assert_eq!(j.shipped_through("datadog").unwrap(), 0);
-    j.mark_shipped("datadog", 5).unwrap();
-    j.mark_shipped("datadog", 3).unwrap();
+    j.mark_shipped("datadog", 5, &[]).unwrap();
+    j.mark_shipped("datadog", 3, &[]).unwrap();
     assert_eq!(j.shipped_through("datadog").unwrap(), 5);
     assert_eq!(j.shipped_through("other").unwrap(), 0);
 }
@@ -115,4 +116,86 @@ fn newer_schema_is_refused() {
         Err(other) => panic!("unexpected error: {other}"),
         Ok(_) => panic!("opened a journal from the future"),
     }
+}
+
+fn capped(dir: &Path, max_bytes: u64) -> Journal {
+    Journal::open(&JournalConfig {
+        max_bytes,
+        ..config(dir)
+    })
+    .unwrap()
+}
+
+#[test]
+fn byte_counter_follows_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&config(dir.path())).unwrap();
+    let batch = [event("a", "1", 1), event("b", "2", 1)];
+    let expected: u64 = batch.iter().map(|r| r.encode().len() as u64).sum();
+    j.append(&batch, None).unwrap();
+    assert_eq!(j.counters().unwrap().record_bytes, expected);
+}
+
+#[test]
+fn cap_removes_shipped_records_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = event("u0", "1", 1).encode().len() as u64;
+    let j = capped(dir.path(), one * 10);
+    let first: Vec<_> = (0..8).map(|i| event(&format!("u{i}"), "1", 1)).collect();
+    j.append(&first, None).unwrap();
+    j.mark_shipped("datadog", 5, &[]).unwrap();
+    let more: Vec<_> = (8..12).map(|i| event(&format!("u{i}"), "1", 1)).collect();
+    let out = j.append(&more, None).unwrap();
+    assert!(out.cap.evicted_shipped > 0, "{out:?}");
+    assert_eq!(out.cap.dropped_pending, 0, "{out:?}");
+    let counters = j.counters().unwrap();
+    assert!(counters.record_bytes <= one * 9, "{counters:?}");
+    assert_eq!(counters.evicted_shipped, out.cap.evicted_shipped);
+    // Every pending record is still there.
+    let left: Vec<u64> = j.iter().map(|r| r.unwrap().seq).collect();
+    assert!((6..=12).all(|s| left.contains(&s)), "{left:?}");
+}
+
+#[test]
+fn cap_drops_oldest_pending_with_a_gap_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = event("u0", "1", 1).encode().len() as u64;
+    let j = capped(dir.path(), one * 10);
+    for i in 0..15 {
+        j.append(&[event(&format!("u{i}"), "1", 1)], None).unwrap();
+    }
+    let counters = j.counters().unwrap();
+    assert!(counters.dropped_pending > 0, "{counters:?}");
+    let records: Vec<Record> = j.iter().map(|r| r.unwrap().record.unwrap()).collect();
+    let gaps: Vec<_> = records
+        .iter()
+        .filter(|r| r.header.kind == RecordKind::Gap)
+        .collect();
+    assert!(!gaps.is_empty());
+    let gap: serde_json::Value = serde_json::from_slice(&gaps[0].raw).unwrap();
+    assert_eq!(gap["reason"], "JournalFull");
+    // The newest event always survives.
+    assert!(records.iter().any(|r| r.header.uid == "u14"));
+    // Counted bytes match what is stored.
+    let stored: u64 = records.iter().map(|r| r.encode().len() as u64).sum();
+    assert_eq!(j.counters().unwrap().record_bytes, stored);
+}
+
+#[test]
+fn dead_letters_are_kept_with_the_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&config(dir.path())).unwrap();
+    j.append(&[event("a", "1", 1), event("b", "2", 1)], None)
+        .unwrap();
+    let letter = DeadLetter {
+        status: Some(400),
+        reason: "HTTP 400: bad".into(),
+        at_ms: 5,
+    };
+    j.mark_shipped("datadog", 2, &[(2, letter.clone())])
+        .unwrap();
+    assert_eq!(j.dead_letter(2).unwrap(), Some(letter));
+    assert_eq!(j.dead_letter(1).unwrap(), None);
+    assert_eq!(j.dead_count(), 1);
+    assert_eq!(j.shipped_through("datadog").unwrap(), 2);
 }

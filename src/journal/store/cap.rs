@@ -1,0 +1,133 @@
+//! The byte cap: the journal never holds more than `max_bytes` of records.
+//!
+//! Past the cap, records are removed oldest first. The oldest records are the
+//! shipped ones (the cursor only moves forward over a prefix), so shipped records go
+//! before any pending one. A pending record removed is an event lost: it is counted
+//! in `meta` and a gap marker is appended that names the range. Removing is done by
+//! the appender itself, never by waiting for the shipper, so the watch is not held up.
+
+use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
+
+use super::{
+    CapOutcome, Journal, JournalError, META_DROPPED_PENDING, META_EVICTED_SHIPPED,
+    META_RECORD_BYTES, META_SHIPPED_PREFIX, seq_of,
+};
+use crate::journal::record::{Header, Record, RecordKind};
+
+/// Trim to this share of the cap, so a full journal does not trim on every append.
+const TRIM_TO_PERCENT: u64 = 90;
+
+impl Journal {
+    /// Makes room if the journal is past its cap. The caller holds the sequence lock.
+    pub(super) fn enforce_cap(&self, next_seq: &mut u64) -> Result<CapOutcome, JournalError> {
+        let inner = &*self.inner;
+        let used = self.counters()?.record_bytes;
+        if used <= inner.max_bytes {
+            return Ok(CapOutcome::default());
+        }
+        let target = inner.max_bytes / 100 * TRIM_TO_PERCENT;
+        let shipped = self.min_shipped_through()?;
+
+        let mut outcome = CapOutcome::default();
+        let mut victims = Vec::new();
+        let mut freed = 0u64;
+        let mut pending_range: Option<(u64, u64)> = None;
+        for item in inner.events.iter() {
+            if used - freed <= target {
+                break;
+            }
+            let (key, value) = item.map_err(|e| self.store_err(e))?;
+            let seq = seq_of(&key);
+            if seq <= shipped {
+                outcome.evicted_shipped += 1;
+            } else {
+                outcome.dropped_pending += 1;
+                let (first, _) = pending_range.unwrap_or((seq, seq));
+                pending_range = Some((first, seq));
+            }
+            freed += value.len() as u64;
+            victims.push(seq);
+        }
+
+        (&inner.events, &inner.dead, &inner.meta)
+            .transaction(|(events, dead, meta)| {
+                for seq in &victims {
+                    events.remove(&seq.to_be_bytes())?;
+                    dead.remove(&seq.to_be_bytes())?;
+                }
+                let add =
+                    |key: &[u8], delta: i64| -> Result<(), ConflictableTransactionError<()>> {
+                        let old = meta.get(key)?.map(|v| seq_of(&v)).unwrap_or(0);
+                        let new = old.saturating_add_signed(delta);
+                        meta.insert(key, &new.to_be_bytes())?;
+                        Ok(())
+                    };
+                add(META_RECORD_BYTES, -(freed as i64))?;
+                add(META_EVICTED_SHIPPED, outcome.evicted_shipped as i64)?;
+                add(META_DROPPED_PENDING, outcome.dropped_pending as i64)?;
+                Ok(())
+            })
+            .map_err(|e| self.tx_err(e))?;
+
+        if let Some((first, last)) = pending_range {
+            tracing::warn!(
+                dropped = outcome.dropped_pending,
+                first_seq = first,
+                last_seq = last,
+                max_bytes = inner.max_bytes,
+                "journal full: dropped the oldest pending events (gap recorded); the intake is not keeping up"
+            );
+            self.append_locked(
+                next_seq,
+                &[full_gap(outcome.dropped_pending, first, last)],
+                None,
+            )?;
+        } else {
+            tracing::debug!(
+                evicted = outcome.evicted_shipped,
+                "journal at its cap: removed the oldest shipped records"
+            );
+        }
+        Ok(outcome)
+    }
+
+    /// The lowest shipped-through cursor over all sinks (0 when there is none).
+    fn min_shipped_through(&self) -> Result<u64, JournalError> {
+        let mut min: Option<u64> = None;
+        for item in self.inner.meta.scan_prefix(META_SHIPPED_PREFIX.as_bytes()) {
+            let (_, value) = item.map_err(|e| self.store_err(e))?;
+            let seq = seq_of(&value);
+            min = Some(min.map_or(seq, |m: u64| m.min(seq)));
+        }
+        Ok(min.unwrap_or(0))
+    }
+}
+
+/// The gap marker for pending records dropped under the cap.
+fn full_gap(dropped: u64, first_seq: u64, last_seq: u64) -> Record {
+    let now = jiff::Timestamp::now().as_millisecond();
+    let raw = serde_json::json!({
+        "reason": "JournalFull",
+        "dropped": dropped,
+        "first_seq": first_seq,
+        "last_seq": last_seq,
+    });
+    Record {
+        header: Header {
+            kind: RecordKind::Gap,
+            uid: String::new(),
+            resource_version: String::new(),
+            namespace: String::new(),
+            involved_kind: String::new(),
+            involved_name: String::new(),
+            reason: "JournalFull".into(),
+            event_type: String::new(),
+            count: u32::try_from(dropped).unwrap_or(u32::MAX),
+            first_timestamp_ms: None,
+            last_timestamp_ms: Some(now),
+            received_at_ms: now,
+        },
+        raw: serde_json::to_vec(&raw).expect("serializes"),
+    }
+}

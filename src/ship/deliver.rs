@@ -1,0 +1,134 @@
+//! Getting one batch accepted: send, judge the answer, and retry, split, bisect or
+//! pause as the delivery rules say (`delivery.rs`), until every record in the batch
+//! is either delivered or dead-lettered.
+
+use std::future::Future;
+use std::ops::Range;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::retry::Delays;
+use super::service::{Answer, Intake};
+use crate::datadog::{self, Body, DdEvent};
+use crate::delivery::Verdict;
+use crate::journal::DeadLetter;
+
+/// The intake's caps on one payload (ANCHORS.md): 2.5 MiB compressed, 4 MiB raw.
+pub const MAX_COMPRESSED_BYTES: usize = 5 * 1024 * 1024 / 2;
+pub const MAX_RAW_BYTES: usize = 4 * 1024 * 1024;
+
+/// One request to the intake: the seam between the shipper and HTTP, so the
+/// retry, split and bisect logic is tested without a network.
+pub trait Transport: Send + Sync {
+    fn send(&self, body: &Body) -> impl Future<Output = Answer> + Send;
+}
+
+impl Transport for Intake {
+    fn send(&self, body: &Body) -> impl Future<Output = Answer> + Send {
+        Intake::send(self, body)
+    }
+}
+
+/// How a batch went.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// Records the intake refused for good, with why.
+    pub dead_letters: Vec<(u64, DeadLetter)>,
+    /// Requests sent, retries included.
+    pub requests: u64,
+}
+
+/// What the delivery loop needs besides the batch.
+pub struct Attempts<'a, T> {
+    pub transport: &'a T,
+    pub hostname: &'a str,
+    pub delays: &'a mut Delays,
+    /// The longest pause while the intake refuses the key (403).
+    pub forbidden_pause: Duration,
+    /// How long the request in flight may go on after shutdown.
+    pub grace: Duration,
+    pub shutdown: &'a CancellationToken,
+}
+
+impl<T: Transport> Attempts<'_, T> {
+    /// Delivers `items` (sequence number, event) in order. Returns `None` if shutdown
+    /// came first: then nothing of the batch counts as delivered.
+    pub async fn settle(&mut self, items: &[(u64, DdEvent)]) -> Option<Settled> {
+        let mut settled = Settled::default();
+        let deadline = async {
+            self.shutdown.cancelled().await;
+            tokio::time::sleep(self.grace).await;
+        };
+        tokio::pin!(deadline);
+        // Ranges still to send; the next one is on top, so order is kept.
+        let mut todo: Vec<Range<usize>> = vec![0..items.len()];
+        while let Some(range) = todo.pop() {
+            let slice = &items[range.clone()];
+            let events: Vec<DdEvent> = slice.iter().map(|(_, e)| e.clone()).collect();
+            let body = datadog::encode(&events, self.hostname);
+            if slice.len() > 1
+                && (body.raw_len > MAX_RAW_BYTES || body.bytes.len() > MAX_COMPRESSED_BYTES)
+            {
+                split(&mut todo, range);
+                continue;
+            }
+            loop {
+                let answer = tokio::select! {
+                    _ = &mut deadline => return None,
+                    answer = self.transport.send(&body) => answer,
+                };
+                settled.requests += 1;
+                let wait = match answer.verdict {
+                    Verdict::Delivered => {
+                        self.delays.reset();
+                        break;
+                    }
+                    Verdict::Split | Verdict::Reject if slice.len() > 1 => {
+                        tracing::warn!(detail = %answer.detail, events = slice.len(), "intake refused a request; sending its halves");
+                        split(&mut todo, range);
+                        break;
+                    }
+                    Verdict::Split | Verdict::Reject => {
+                        let seq = slice[0].0;
+                        tracing::error!(seq, detail = %answer.detail, "intake refused an event for good; dead-lettered");
+                        settled.dead_letters.push((
+                            seq,
+                            DeadLetter {
+                                status: answer.status,
+                                reason: answer.detail,
+                                at_ms: jiff::Timestamp::now().as_millisecond(),
+                            },
+                        ));
+                        break;
+                    }
+                    Verdict::Retry { after } => {
+                        let wait = self.delays.next(after);
+                        tracing::warn!(detail = %answer.detail, retry_in = ?wait, "intake did not take the batch; retrying");
+                        wait
+                    }
+                    Verdict::Forbidden => {
+                        tracing::error!(detail = %answer.detail, retry_in = ?self.forbidden_pause,
+                            "the intake refuses the API key: shipping paused, journaling goes on; fix DD_API_KEY");
+                        self.forbidden_pause
+                    }
+                };
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+        Some(settled)
+    }
+}
+
+/// Replaces `range` on the stack by its two halves, first half on top.
+fn split(todo: &mut Vec<Range<usize>>, range: Range<usize>) {
+    let mid = range.start + range.len() / 2;
+    todo.push(mid..range.end);
+    todo.push(range.start..mid);
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,201 @@
+use std::sync::Mutex;
+
+use super::*;
+
+/// A scripted intake: answers each request with what `rule` says about its events.
+struct Scripted<F> {
+    rule: F,
+    log: Mutex<Vec<(Vec<String>, u16)>>,
+}
+
+impl<F: Fn(&[String], usize) -> (u16, Option<Duration>) + Send + Sync> Transport for Scripted<F> {
+    fn send(&self, body: &Body) -> impl Future<Output = Answer> + Send {
+        let json: serde_json::Value =
+            serde_json::from_slice(&zstd::decode_all(&body.bytes[..]).unwrap()).unwrap();
+        let texts: Vec<String> = json["events"]["kubernetes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["msg_text"].as_str().unwrap().to_owned())
+            .collect();
+        let mut log = self.log.lock().unwrap();
+        let (status, after) = (self.rule)(&texts, log.len());
+        log.push((texts, status));
+        std::future::ready(Answer {
+            verdict: crate::delivery::judge(status, after),
+            status: Some(status),
+            detail: format!("HTTP {status}"),
+        })
+    }
+}
+
+fn scripted<F: Fn(&[String], usize) -> (u16, Option<Duration>) + Send + Sync>(
+    rule: F,
+) -> Scripted<F> {
+    Scripted {
+        rule,
+        log: Mutex::new(Vec::new()),
+    }
+}
+
+fn items(n: u64) -> Vec<(u64, DdEvent)> {
+    (1..=n)
+        .map(|seq| {
+            (
+                seq,
+                DdEvent {
+                    msg_title: format!("t{seq}"),
+                    msg_text: format!("e{seq}"),
+                    timestamp: 0,
+                    priority: "normal",
+                    host: String::new(),
+                    tags: vec![],
+                    alert_type: "info",
+                    aggregation_key: String::new(),
+                    source_type_name: "kubernetes",
+                    event_type: "kubernetes_apiserver",
+                },
+            )
+        })
+        .collect()
+}
+
+async fn settle<T: Transport>(transport: &T, batch: &[(u64, DdEvent)]) -> Option<Settled> {
+    let shutdown = CancellationToken::new();
+    let mut delays = Delays::new(Duration::from_millis(100), Duration::from_secs(64));
+    Attempts {
+        transport,
+        hostname: "h",
+        delays: &mut delays,
+        forbidden_pause: Duration::from_secs(64),
+        grace: Duration::from_secs(5),
+        shutdown: &shutdown,
+    }
+    .settle(batch)
+    .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn delivered_in_one_request() {
+    let intake = scripted(|_, _| (202, None));
+    let s = settle(&intake, &items(10)).await.unwrap();
+    assert_eq!(
+        s,
+        Settled {
+            dead_letters: vec![],
+            requests: 1
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_event_is_found_by_bisection_and_dead_lettered() {
+    let intake = scripted(|texts, _| {
+        if texts.iter().any(|t| t == "e6") {
+            (400, None)
+        } else {
+            (202, None)
+        }
+    });
+    let s = settle(&intake, &items(8)).await.unwrap();
+    assert_eq!(s.dead_letters.len(), 1);
+    assert_eq!(s.dead_letters[0].0, 6);
+    assert_eq!(s.dead_letters[0].1.status, Some(400));
+    // Everything else was delivered, in order.
+    let delivered: Vec<String> = intake
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, status)| *status == 202)
+        .flat_map(|(texts, _)| texts.clone())
+        .collect();
+    assert_eq!(delivered, ["e1", "e2", "e3", "e4", "e5", "e7", "e8"]);
+    // 8 → 4+4 → 2+2 → 1+1: a logarithmic number of requests, not one per event.
+    assert!(s.requests <= 7, "{} requests", s.requests);
+}
+
+#[tokio::test(start_paused = true)]
+async fn too_large_is_split_until_accepted() {
+    let intake = scripted(|texts, _| {
+        if texts.len() > 3 {
+            (413, None)
+        } else {
+            (202, None)
+        }
+    });
+    let s = settle(&intake, &items(10)).await.unwrap();
+    assert!(s.dead_letters.is_empty());
+    let delivered: Vec<String> = intake
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, status)| *status == 202)
+        .flat_map(|(texts, _)| texts.clone())
+        .collect();
+    assert_eq!(delivered.len(), 10);
+    assert_eq!(delivered.first().unwrap(), "e1");
+    assert_eq!(delivered.last().unwrap(), "e10");
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_honoured() {
+    let intake = scripted(|_, n| {
+        if n == 0 {
+            (429, Some(Duration::from_secs(30)))
+        } else {
+            (202, None)
+        }
+    });
+    let start = tokio::time::Instant::now();
+    let s = settle(&intake, &items(3)).await.unwrap();
+    assert_eq!(s.requests, 2);
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_secs(30), "waited {waited:?}");
+    assert!(waited < Duration::from_secs(31), "waited {waited:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_errors_are_retried_until_accepted() {
+    let intake = scripted(|_, n| if n < 5 { (503, None) } else { (202, None) });
+    let s = settle(&intake, &items(3)).await.unwrap();
+    assert_eq!(s.requests, 6);
+    assert!(s.dead_letters.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn forbidden_pauses_and_keeps_the_batch() {
+    let intake = scripted(|_, n| if n < 2 { (403, None) } else { (202, None) });
+    let start = tokio::time::Instant::now();
+    let s = settle(&intake, &items(3)).await.unwrap();
+    assert_eq!(s.requests, 3);
+    assert!(
+        s.dead_letters.is_empty(),
+        "a bad key must not burn the backlog"
+    );
+    assert!(start.elapsed() >= Duration::from_secs(128));
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_abandons_a_batch_that_cannot_be_delivered() {
+    let intake = scripted(|_, _| (503, None));
+    let shutdown = CancellationToken::new();
+    let mut delays = Delays::new(Duration::from_millis(100), Duration::from_secs(1));
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        stop.cancel();
+    });
+    let settled = Attempts {
+        transport: &intake,
+        hostname: "h",
+        delays: &mut delays,
+        forbidden_pause: Duration::from_secs(64),
+        grace: Duration::from_secs(5),
+        shutdown: &shutdown,
+    }
+    .settle(&items(3))
+    .await;
+    assert_eq!(settled, None);
+}
