@@ -46,6 +46,7 @@ const KEYS: &[(&str, Kind, Option<&str>)] = &[
     ("datadog.hostname", Kind::Str, Some("DD_HOSTNAME")),
     ("journal.data_dir", Kind::Str, Some("EVRELAY_DATA_DIR")),
     ("journal.cache_capacity_bytes", Kind::Int, None),
+    ("journal.max_bytes", Kind::Int, None),
     ("watch.timeout_seconds", Kind::Int, None),
     ("watch.stall_timeout_seconds", Kind::Int, None),
     ("watch.list_page_size", Kind::Int, None),
@@ -130,6 +131,13 @@ impl Config {
         problems.extend(self.datadog.problems());
         problems.extend(self.watch.problems());
         problems.extend(self.ship.problems());
+        if self.journal.max_bytes < 64 * 1024 {
+            problems.push(Problem {
+                key: "journal.max_bytes".into(),
+                message: format!("{} is below 64 KiB", self.journal.max_bytes),
+                fix: "use at least 65536; size it for the longest intake outage to ride out (default 536870912)".into(),
+            });
+        }
         if self.journal.cache_capacity_bytes < 1024 * 1024 {
             problems.push(Problem {
                 key: "journal.cache_capacity_bytes".into(),

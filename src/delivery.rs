@@ -23,6 +23,15 @@ pub(crate) fn is_new_occurrence(prev: Option<&Seen>, event: &Header) -> bool {
     }
 }
 
+/// On a relist onto a journal with no dedup index, whether an event may be new to
+/// the intake (point 4): its last time is after the token's. An event with no time
+/// at all is kept: better a possible duplicate than a possible loss.
+pub(crate) fn newer_than_token(event: &Header, token_timestamp_ms: i64) -> bool {
+    event
+        .last_timestamp_ms
+        .is_none_or(|t| t > token_timestamp_ms)
+}
+
 /// What to do with the intake's answer to one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -93,6 +102,13 @@ mod tests {
             &header(0, Some(5))
         ));
         assert!(!is_new_occurrence(Some(&seen(0, None)), &header(0, None)));
+    }
+
+    #[test]
+    fn relist_filter_on_an_empty_index() {
+        assert!(newer_than_token(&header(1, Some(11)), 10));
+        assert!(!newer_than_token(&header(1, Some(10)), 10));
+        assert!(newer_than_token(&header(1, None), 10));
     }
 
     #[test]

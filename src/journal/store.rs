@@ -386,6 +386,11 @@ impl Journal {
             })
     }
 
+    /// Whether the dedup index knows no event at all (a new or emptied journal).
+    pub fn seen_is_empty(&self) -> bool {
+        self.inner.seen.is_empty()
+    }
+
     /// The number of dead-lettered records.
     pub fn dead_count(&self) -> usize {
         self.inner.dead.len()

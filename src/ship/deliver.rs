@@ -62,7 +62,8 @@ impl<T: Transport> Attempts<'_, T> {
         };
         tokio::pin!(deadline);
         // Ranges still to send; the next one is on top, so order is kept.
-        let mut todo: Vec<Range<usize>> = vec![0..items.len()];
+        let mut todo: Vec<Range<usize>> = Vec::new();
+        todo.push(0..items.len());
         while let Some(range) = todo.pop() {
             let slice = &items[range.clone()];
             let events: Vec<DdEvent> = slice.iter().map(|(_, e)| e.clone()).collect();

@@ -23,6 +23,7 @@ use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Problem;
+use crate::delivery;
 use crate::journal::{Header, Journal, JournalError, Record, RecordKind, ResumeToken};
 use lines::{Line, WatchLines};
 
@@ -323,6 +324,12 @@ impl Watcher {
             let mut continue_token = None;
             let mut list_version: Option<String> = None;
             let mut newest = after.map(|t| t.timestamp_ms).unwrap_or(0);
+            // With a token but no dedup index (a new disk resuming from a mirrored
+            // token), only events newer than the token can be new to the intake.
+            let newer_than = match after {
+                Some(token) if self.journal.seen_is_empty() => Some(token.timestamp_ms),
+                _ => None,
+            };
             let mut pages = 0u32;
             let mut listed = 0usize;
             loop {
@@ -355,6 +362,10 @@ impl Watcher {
                     .items
                     .iter()
                     .map(|raw| record_of(raw.get().as_bytes()))
+                    .filter(|r| match newer_than {
+                        Some(t) => delivery::newer_than_token(&r.header, t),
+                        None => true,
+                    })
                     .collect();
                 for r in &records {
                     newest = newest.max(r.header.last_timestamp_ms.unwrap_or(0));

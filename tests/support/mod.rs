@@ -9,6 +9,8 @@
 
 #![allow(dead_code)] // each test binary uses its own part of the support code
 
+pub mod faulty;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -33,6 +35,11 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Starts etcd, kube-apiserver and fakeintake (building them once per machine).
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// The same, with extra kube-apiserver flags.
+    pub fn start_with(kube_apiserver_args: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("evrelay-e2e-")
             .tempdir()
@@ -43,6 +50,7 @@ impl ControlPlane {
             .arg("up")
             .arg(&run)
             .env("EVRELAY_OWNER_PID", std::process::id().to_string())
+            .env("EVRELAY_KAS_EXTRA_ARGS", kube_apiserver_args)
             .stdin(Stdio::null())
             .output()
             .expect("running scripts/dev-cluster");
@@ -147,14 +155,20 @@ impl ControlPlane {
 
     /// Starts `evrelay run`, logging to `<data_dir>.log`.
     pub fn spawn_evrelay(&self, data_dir: &Path) -> Evrelay {
+        self.spawn_evrelay_with(data_dir, &[])
+    }
+
+    /// Starts `evrelay run` with extra environment (overriding the defaults).
+    pub fn spawn_evrelay_with(&self, data_dir: &Path, env: &[(&str, &str)]) -> Evrelay {
         let log_path = data_dir.with_extension("log");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
             .expect("log file");
-        let child = self
-            .evrelay(data_dir)
+        let mut cmd = self.evrelay(data_dir);
+        cmd.envs(env.iter().copied());
+        let child = cmd
             .arg("run")
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -164,6 +178,53 @@ impl ControlPlane {
             child: Some(child),
             log_path,
         }
+    }
+
+    /// Compacts etcd at its current revision, so older resourceVersions expire.
+    pub async fn compact_etcd(&self) -> i64 {
+        let etcd = self.var("EVRELAY_DEV_ETCD");
+        let http = reqwest::Client::new();
+        let range: serde_json::Value = http
+            .post(format!("{etcd}/v3/kv/range"))
+            .json(&serde_json::json!({"key": "Lw=="}))
+            .send()
+            .await
+            .expect("etcd range")
+            .json()
+            .await
+            .expect("etcd range answer");
+        let revision: i64 = range["header"]["revision"]
+            .as_str()
+            .expect("revision")
+            .parse()
+            .expect("numeric revision");
+        let answer = http
+            .post(format!("{etcd}/v3/kv/compaction"))
+            .json(&serde_json::json!({"revision": revision.to_string(), "physical": true}))
+            .send()
+            .await
+            .expect("etcd compaction");
+        assert!(
+            answer.status().is_success(),
+            "compaction: {}",
+            answer.status()
+        );
+        revision
+    }
+
+    /// `evrelay dump --meta` of a data dir, parsed.
+    pub fn dump_meta(&self, data_dir: &Path) -> serde_json::Value {
+        let output = self
+            .evrelay(data_dir)
+            .args(["dump", "--meta"])
+            .output()
+            .expect("evrelay dump --meta");
+        assert!(
+            output.status.success(),
+            "dump --meta: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("dump --meta is JSON")
     }
 
     /// `evrelay dump` of a data dir, parsed.
@@ -213,6 +274,20 @@ impl Evrelay {
             .args(["-TERM", &child.id().to_string()])
             .status();
         child.wait().expect("waiting for evrelay")
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("kill -9");
+        child.wait().expect("reap");
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("try_wait").is_none())
     }
 
     pub fn log(&self) -> String {
@@ -332,4 +407,80 @@ fn parse_env(text: &str) -> HashMap<String, String> {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
+}
+
+/// Creates events in the background, one every `every`, until stopped; keeps the
+/// uids in creation order.
+pub struct Stream {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Stream {
+    pub fn start(client: kube::Client, namespace: &'static str, every: Duration) -> Self {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let mut uids = Vec::new();
+                let mut tick = tokio::time::interval(every);
+                while !stop.is_cancelled() {
+                    tick.tick().await;
+                    let i = uids.len();
+                    let pod = if i % 2 == 0 { "api-0" } else { "worker-0" };
+                    uids.push(
+                        create_event(&client, namespace, pod, "Streamed", &format!("stream {i}"))
+                            .await,
+                    );
+                }
+                uids
+            }
+        });
+        Stream { stop, task }
+    }
+
+    /// Stops creating and returns every uid created, in order.
+    pub async fn stop(self) -> Vec<String> {
+        self.stop.cancel();
+        self.task.await.expect("stream task")
+    }
+}
+
+/// Delivered event uids at the intake, in arrival order (duplicates kept).
+pub fn delivered_uids(cp: &ControlPlane) -> Vec<String> {
+    cp.intake_events()
+        .iter()
+        .map(|e| {
+            e.event_uid()
+                .expect("every event carries evrelay_id")
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Created, delivered, duplicated, lost: the figures every delivery test reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub created: usize,
+    pub delivered: usize,
+    pub duplicated: usize,
+    pub lost: usize,
+}
+
+pub fn tally(created: &[String], delivered: &[String]) -> Tally {
+    let mut seen = std::collections::HashSet::new();
+    let duplicated = delivered
+        .iter()
+        .filter(|u| !seen.insert(u.as_str()))
+        .count();
+    let lost = created
+        .iter()
+        .filter(|u| !seen.contains(u.as_str()))
+        .count();
+    Tally {
+        created: created.len(),
+        delivered: seen.len(),
+        duplicated,
+        lost,
+    }
 }

@@ -39,6 +39,9 @@ impl Journal {
             }
             let (key, value) = item.map_err(|e| self.store_err(e))?;
             let seq = seq_of(&key);
+            if seq > shipped && is_gap(&value) {
+                continue; // gap markers are the record of earlier losses: kept
+            }
             if seq <= shipped {
                 outcome.evicted_shipped += 1;
             } else {
@@ -102,6 +105,10 @@ impl Journal {
         }
         Ok(min.unwrap_or(0))
     }
+}
+
+fn is_gap(value: &[u8]) -> bool {
+    Record::decode(value).is_ok_and(|r| r.header.kind == RecordKind::Gap)
 }
 
 /// The gap marker for pending records dropped under the cap.

@@ -1,0 +1,401 @@
+//! The delivery contract under faults, against the real kube-apiserver and
+//! Datadog's fakeintake. Every test counts by event uid at the intake: created,
+//! delivered, duplicated, lost; and prints a `figures:` line for the record.
+
+mod support;
+
+use std::time::Duration;
+
+use support::faulty::{Fault, FaultyIntake};
+use support::{
+    ControlPlane, Stream, create_event, create_namespace, delivered_uids, eventually, tally,
+};
+
+const DRAIN: Duration = Duration::from_secs(90);
+
+/// kill -9 at random instants, 20 times, while events stream in: nothing lost, at
+/// most one batch resent per kill, and no LIST after any restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_loop_loses_nothing() {
+    const KILLS: usize = 20;
+    const MAX_EVENTS: &str = "50";
+    let cp = ControlPlane::start();
+    let client = cp.client().await;
+    create_namespace(&client, "crash").await;
+    let data = cp.data_dir("replica-0");
+    let env = [
+        ("EVRELAY_SHIP_MAX_EVENTS", MAX_EVENTS),
+        ("EVRELAY_SHIP_FLUSH_INTERVAL_MS", "50"),
+    ];
+
+    let stream = Stream::start(client.clone(), "crash", Duration::from_millis(25));
+    // The first run gets through its initial list before the first kill.
+    let mut evrelay = cp.spawn_evrelay_with(&data, &env);
+    assert!(
+        eventually(DRAIN, || !cp.intake_events().is_empty()).await,
+        "nothing delivered before the first kill; log:\n{}",
+        evrelay.log()
+    );
+    for _ in 0..KILLS {
+        let pause = Duration::from_millis(200 + fastrand::u64(0..1300));
+        tokio::time::sleep(pause).await; // a random instant, not a synchronisation
+        evrelay.kill9();
+        evrelay = cp.spawn_evrelay_with(&data, &env);
+    }
+    let created = stream.stop().await;
+    assert!(
+        eventually(DRAIN, || tally(&created, &delivered_uids(&cp)).lost == 0).await,
+        "events lost; log:\n{}",
+        evrelay.log()
+    );
+    assert!(evrelay.terminate().success());
+
+    let t = tally(&created, &delivered_uids(&cp));
+    let lists = cp.event_requests("list");
+    eprintln!("figures: crash-loop kills={KILLS} {t:?} event_lists={lists}");
+    assert_eq!(t.lost, 0);
+    let bound = KILLS * MAX_EVENTS.parse::<usize>().unwrap();
+    assert!(
+        t.duplicated <= bound,
+        "{} duplicates > {bound}",
+        t.duplicated
+    );
+    assert_eq!(lists, 1, "a restart listed events");
+}
+
+/// The intake refuses connections, then answers 503, then 429 with Retry-After,
+/// while events keep coming: nothing lost, and the backlog drains in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intake_outage_loses_nothing_and_drains_in_order() {
+    const RETRY_AFTER: u64 = 3;
+    let cp = ControlPlane::start();
+    let client = cp.client().await;
+    create_namespace(&client, "outage").await;
+    let mut intake = FaultyIntake::start(cp.dd_url()).await;
+    let data = cp.data_dir("replica-0");
+    let url = intake.url();
+    let mut evrelay = cp.spawn_evrelay_with(
+        &data,
+        &[("DD_URL", &url), ("EVRELAY_SHIP_MAX_BACKOFF_SECONDS", "2")],
+    );
+
+    let stream = Stream::start(client.clone(), "outage", Duration::from_millis(50));
+    for fault in [
+        Fault::Refuse,
+        Fault::Status(503),
+        Fault::TooMany {
+            retry_after_secs: RETRY_AFTER,
+        },
+    ] {
+        intake.set(fault.clone()).await;
+        let before = intake.hits().len();
+        // Each fault lasts until evrelay has met it a few times (or 8 s when the port
+        // is closed and no request can be seen).
+        let met = eventually(
+            Duration::from_secs(if fault == Fault::Refuse { 8 } else { 30 }),
+            || intake.hits().len() >= before + 3,
+        )
+        .await;
+        assert!(
+            met || fault == Fault::Refuse,
+            "evrelay stopped trying during {fault:?}"
+        );
+    }
+    intake.set(Fault::Pass).await;
+    let created = stream.stop().await;
+    assert!(
+        eventually(DRAIN, || tally(&created, &delivered_uids(&cp)).lost == 0).await,
+        "backlog not drained; log:\n{}",
+        evrelay.log()
+    );
+    assert!(evrelay.terminate().success());
+
+    let delivered = delivered_uids(&cp);
+    let t = tally(&created, &delivered);
+    eprintln!(
+        "figures: intake-outage {t:?} requests={}",
+        intake.hits().len()
+    );
+    assert_eq!(t.lost, 0);
+    assert_eq!(t.duplicated, 0, "an outage must not duplicate");
+    assert_eq!(delivered, created, "not delivered in creation order");
+
+    // Retry-After honoured: the request after each 429 came no sooner than asked.
+    let hits = intake.hits();
+    for pair in hits.windows(2) {
+        if pair[0].status == 429 {
+            let gap = pair[1].at - pair[0].at;
+            assert!(
+                gap >= Duration::from_millis(RETRY_AFTER * 1000 * 9 / 10),
+                "retried {gap:?} after a 429 asking for {RETRY_AFTER} s"
+            );
+        }
+    }
+    assert!(
+        hits.iter().any(|h| h.status == 429),
+        "the 429 phase was never seen"
+    );
+    assert!(
+        hits.iter().any(|h| h.status == 503),
+        "the 503 phase was never seen"
+    );
+}
+
+/// The stored resourceVersion expires (etcd compacted, no watch cache): exactly one
+/// relist on restart, nothing shipped twice, a gap marker in the journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_token_relists_once_with_a_gap() {
+    let cp = ControlPlane::start_with("--watch-cache=false");
+    let client = cp.client().await;
+    create_namespace(&client, "expiry").await;
+    let mut created = Vec::new();
+    for i in 0..5 {
+        created
+            .push(create_event(&client, "expiry", "api-0", "Before", &format!("before {i}")).await);
+    }
+    let data = cp.data_dir("replica-0");
+    let mut first = cp.spawn_evrelay(&data);
+    assert!(
+        eventually(DRAIN, || delivered_uids(&cp).len() >= 5).await,
+        "log:\n{}",
+        first.log()
+    );
+    assert!(first.terminate().success());
+    assert_eq!(cp.event_requests("list"), 1);
+
+    // Move etcd on (other objects), add events, and compact past the stored token.
+    for i in 0..5 {
+        created.push(
+            create_event(
+                &client,
+                "expiry",
+                "api-0",
+                "WhileDown",
+                &format!("down {i}"),
+            )
+            .await,
+        );
+    }
+    create_namespace(&client, "churn").await;
+    let revision = cp.compact_etcd().await;
+
+    let mut second = cp.spawn_evrelay(&data);
+    assert!(
+        eventually(DRAIN, || delivered_uids(&cp).len() >= 10).await,
+        "not delivered after the relist; log:\n{}",
+        second.log()
+    );
+    assert!(second.terminate().success());
+
+    let t = tally(&created, &delivered_uids(&cp));
+    let lists = cp.event_requests("list");
+    eprintln!("figures: expired-token compacted_at={revision} {t:?} event_lists={lists}");
+    assert_eq!(t.lost, 0);
+    assert_eq!(t.duplicated, 0);
+    assert_eq!(lists, 2, "exactly one relist after the expiry");
+    let gaps: Vec<_> = cp
+        .dump(&data)
+        .into_iter()
+        .filter(|r| r["kind"] == "gap")
+        .collect();
+    assert_eq!(gaps.len(), 1, "one gap marker: {gaps:?}");
+    assert_eq!(gaps[0]["reason"], "ResumeTokenExpired");
+    assert!(
+        second.log().contains("resume token expired"),
+        "the relist is logged"
+    );
+}
+
+/// Odd events: each is shipped (or dead-lettered), nothing panics, and the events
+/// behind them still flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_never_stops_the_stream() {
+    use k8s_openapi::api::core::v1::{Event, ObjectReference};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+    use kube::api::{Api, PostParams};
+
+    let cp = ControlPlane::start();
+    let client = cp.client().await;
+    create_namespace(&client, "odd").await;
+    let data = cp.data_dir("replica-0");
+    let mut evrelay = cp.spawn_evrelay(&data);
+
+    let post = async |event: Event| -> String {
+        let ns = event.metadata.namespace.clone().unwrap();
+        Api::<Event>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &event)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("API server refused {:?}: {e}", event.metadata.generate_name)
+            })
+            .metadata
+            .uid
+            .unwrap()
+    };
+    let base = |name: &str, ns: &str, kind: &str| Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{name}.")),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            kind: Some(kind.into()),
+            name: Some(name.into()),
+            namespace: (kind != "Node").then(|| ns.to_owned()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let huge = "x".repeat(1024 * 1024);
+    let mut odd = Vec::new();
+    odd.push((
+        "empty reason and message",
+        post(base("empty", "odd", "Pod")).await,
+    ));
+    odd.push((
+        "1 MiB message",
+        post(Event {
+            message: Some(huge),
+            reason: Some("Huge".into()),
+            ..base("huge", "odd", "Pod")
+        })
+        .await,
+    ));
+    odd.push((
+        "unusual unicode",
+        post(Event {
+            reason: Some("Ünïcødé".into()),
+            message: Some("RTL \u{202e}txet\u{202c}, zero\u{200b}width, emoji 🚀🔥, CJK 事件, combining e\u{301}".into()),
+            ..base("unicode", "odd", "Pod")
+        })
+        .await,
+    ));
+    odd.push((
+        "unknown involved kind",
+        post(Event {
+            reason: Some("Odd".into()),
+            ..base("thing", "odd", "Flux.Capacitor")
+        })
+        .await,
+    ));
+    odd.push((
+        "eventTime only",
+        post(Event {
+            reason: Some("Scheduled".into()),
+            action: Some("Binding".into()),
+            reporting_component: Some("default-scheduler".into()),
+            reporting_instance: Some("default-scheduler-1".into()),
+            event_time: Some(MicroTime(jiff::Timestamp::now())),
+            ..base("micro", "odd", "Pod")
+        })
+        .await,
+    ));
+    odd.push((
+        "cluster-scoped object",
+        post(Event {
+            reason: Some("NodeNotReady".into()),
+            ..base("node-1", "default", "Node")
+        })
+        .await,
+    ));
+    // And an ordinary event behind them all.
+    let last = create_event(&client, "odd", "api-0", "Started", "after the odd ones").await;
+
+    let mut all: Vec<String> = odd.iter().map(|(_, uid)| uid.clone()).collect();
+    all.push(last.clone());
+    assert!(
+        eventually(DRAIN, || tally(&all, &delivered_uids(&cp)).lost == 0).await,
+        "odd events not shipped; log:\n{}",
+        evrelay.log()
+    );
+    assert!(
+        evrelay.is_running(),
+        "evrelay died on odd input; log:\n{}",
+        evrelay.log()
+    );
+    assert!(evrelay.terminate().success());
+    assert!(!evrelay.log().contains("panicked"), "a panic in the log");
+
+    let events = cp.intake_events();
+    let by_uid = |uid: &str| {
+        events
+            .iter()
+            .find(|e| e.event_uid() == Some(uid))
+            .expect("delivered")
+    };
+    let huge_event = by_uid(&odd[1].1);
+    assert!(
+        huge_event.msg_text.len() < 8192,
+        "the 1 MiB message was not cut"
+    );
+    assert!(huge_event.msg_text.ends_with("[truncated by evrelay]"));
+    assert!(
+        by_uid(&odd[2].1).msg_text.contains("🚀🔥"),
+        "unicode was mangled"
+    );
+    assert_eq!(by_uid(&odd[5].1).msg_title, "Node node-1: NodeNotReady");
+    let t = tally(&all, &delivered_uids(&cp));
+    eprintln!("figures: bad-input {t:?}");
+    assert_eq!(t.duplicated, 0);
+}
+
+/// The journal's byte cap is reached while the intake is down: the oldest pending
+/// events are dropped, counted and marked; evrelay keeps watching; the newest
+/// events are delivered when the intake returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_cap_drops_oldest_and_keeps_watching() {
+    let cp = ControlPlane::start();
+    let client = cp.client().await;
+    create_namespace(&client, "cap").await;
+    let mut intake = FaultyIntake::start(cp.dd_url()).await;
+    intake.set(Fault::Status(503)).await;
+    let data = cp.data_dir("replica-0");
+    let url = intake.url();
+    let mut evrelay = cp.spawn_evrelay_with(
+        &data,
+        &[
+            ("DD_URL", &url),
+            ("EVRELAY_JOURNAL_MAX_BYTES", "65536"),
+            ("EVRELAY_SHIP_MAX_BACKOFF_SECONDS", "1"),
+        ],
+    );
+    let mut created = Vec::new();
+    for i in 0..300 {
+        let message = format!("{i} {}", "y".repeat(600));
+        created.push(create_event(&client, "cap", "api-0", "Filling", &message).await);
+    }
+    let newest = created.last().unwrap().clone();
+    assert!(
+        evrelay.is_running(),
+        "evrelay died at the cap; log:\n{}",
+        evrelay.log()
+    );
+    intake.set(Fault::Pass).await;
+    assert!(
+        eventually(DRAIN, || delivered_uids(&cp).contains(&newest)).await,
+        "the newest event never arrived: the watch was held up; log:\n{}",
+        evrelay.log()
+    );
+    assert!(evrelay.terminate().success());
+
+    let meta = cp.dump_meta(&data);
+    let dropped = meta["counters"]["dropped_pending"].as_u64().unwrap();
+    let dump = cp.dump(&data);
+    let gaps = dump
+        .iter()
+        .filter(|r| r["kind"] == "gap" && r["reason"] == "JournalFull")
+        .count();
+    let t = tally(&created, &delivered_uids(&cp));
+    eprintln!("figures: disk-cap {t:?} dropped_pending={dropped} gap_markers={gaps}");
+    assert!(dropped > 0, "the cap was never reached: {meta}");
+    assert!(gaps > 0, "no gap marker for the drops");
+    // Every loss is a counted drop. (A drop can still arrive: the batch the shipper
+    // held in memory while the intake was down is sent when it returns.)
+    assert!(t.lost > 0);
+    assert!(
+        t.lost as u64 <= dropped,
+        "{} lost but only {dropped} drops counted",
+        t.lost
+    );
+    assert!(meta["counters"]["record_bytes"].as_u64().unwrap() <= 65536);
+}
