@@ -47,6 +47,7 @@ const KEYS: &[(&str, Kind, Option<&str>)] = &[
     ("journal.data_dir", Kind::Str, Some("EVRELAY_DATA_DIR")),
     ("journal.cache_capacity_bytes", Kind::Int, None),
     ("journal.max_bytes", Kind::Int, None),
+    ("journal.seen_ttl_seconds", Kind::Int, None),
     ("watch.timeout_seconds", Kind::Int, None),
     ("watch.stall_timeout_seconds", Kind::Int, None),
     ("watch.list_page_size", Kind::Int, None),
@@ -136,6 +137,16 @@ impl Config {
                 key: "journal.max_bytes".into(),
                 message: format!("{} is below 64 KiB", self.journal.max_bytes),
                 fix: "use at least 65536; size it for the longest intake outage to ride out (default 536870912)".into(),
+            });
+        }
+        if self.journal.seen_ttl_seconds < 3600 {
+            problems.push(Problem {
+                key: "journal.seen_ttl_seconds".into(),
+                message: format!(
+                    "{} is shorter than the API server's default event TTL (1 h)",
+                    self.journal.seen_ttl_seconds
+                ),
+                fix: "use more than the cluster's --event-ttl, e.g. 7200 (the default)".into(),
             });
         }
         if self.journal.cache_capacity_bytes < 1024 * 1024 {

@@ -88,6 +88,7 @@ mod tests {
         let seen = |count, last| Seen {
             count,
             last_timestamp_ms: last,
+            journaled_at_ms: 0,
         };
         assert!(is_new_occurrence(None, &header(1, None)));
         assert!(is_new_occurrence(Some(&seen(1, None)), &header(2, None)));

@@ -73,7 +73,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             r
         }
     });
+    let gc_task = tokio::spawn(forget_old_events(
+        journal.clone(),
+        Duration::from_secs(config.journal.seen_ttl_seconds),
+        stop.clone(),
+    ));
     let (watched, shipped) = tokio::join!(watch_task, ship_task);
+    stop.cancel();
+    let _ = gc_task.await;
     let watched = watched.expect("watcher task panicked");
     let shipped = shipped.expect("shipper task panicked");
     journal.sync()?;
@@ -81,4 +88,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     shipped?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Every ten minutes, forgets dedup entries older than `ttl`.
+async fn forget_old_events(journal: Journal, ttl: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let before = jiff::Timestamp::now().as_millisecond() - ttl.as_millis() as i64;
+        let journal = journal.clone();
+        match tokio::task::spawn_blocking(move || journal.forget_seen(before)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::debug!(forgotten = n, "dedup index trimmed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "trimming the dedup index failed"),
+            Err(e) => tracing::warn!(error = %e, "dedup trim task failed"),
+        }
+    }
 }

@@ -185,6 +185,9 @@ impl DeadLetter {
 pub(crate) struct Seen {
     pub count: u32,
     pub last_timestamp_ms: Option<i64>,
+    /// When this occurrence was journaled; entries older than the dedup horizon
+    /// are forgotten (the API server has expired those events by then).
+    pub journaled_at_ms: i64,
 }
 
 impl Seen {

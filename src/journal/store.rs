@@ -49,6 +49,9 @@ pub struct JournalConfig {
     /// are removed, then the oldest pending ones (each counted, and marked by a gap
     /// record). sled needs up to about 3x this on disk: size the PVC for that.
     pub max_bytes: u64,
+    /// How long the dedup index remembers an event. Must exceed the API server's
+    /// `--event-ttl` (1 h by default), so a relist never resends a forgotten event.
+    pub seen_ttl_seconds: u64,
 }
 
 impl Default for JournalConfig {
@@ -57,6 +60,7 @@ impl Default for JournalConfig {
             data_dir: PathBuf::from("/var/lib/evrelay"),
             cache_capacity_bytes: 16 * 1024 * 1024,
             max_bytes: 512 * 1024 * 1024,
+            seen_ttl_seconds: 2 * 3600,
         }
     }
 }
@@ -278,6 +282,7 @@ impl Journal {
                         let now = Seen {
                             count: h.count,
                             last_timestamp_ms: h.last_timestamp_ms,
+                            journaled_at_ms: h.received_at_ms,
                         };
                         seen.insert(h.uid.as_bytes(), now.encode())?;
                     }
@@ -384,6 +389,27 @@ impl Journal {
                 key: format!("dead/{seq}"),
                 source,
             })
+    }
+
+    /// Forgets, from the dedup index, occurrences journaled before `before_ms`.
+    /// Returns how many were forgotten. Keeps the index from growing forever; the
+    /// horizon must exceed the API server's event TTL (`--event-ttl`, 1 h by
+    /// default) so that a relist never returns an event the index forgot.
+    pub fn forget_seen(&self, before_ms: i64) -> Result<usize, JournalError> {
+        let mut batch = sled::Batch::default();
+        let mut forgotten = 0;
+        for item in self.inner.seen.iter() {
+            let (key, value) = item.map_err(|e| self.store_err(e))?;
+            if Seen::decode(&value).is_none_or(|s| s.journaled_at_ms < before_ms) {
+                batch.remove(key);
+                forgotten += 1;
+            }
+        }
+        self.inner
+            .seen
+            .apply_batch(batch)
+            .map_err(|e| self.store_err(e))?;
+        Ok(forgotten)
     }
 
     /// Whether the dedup index knows no event at all (a new or emptied journal).

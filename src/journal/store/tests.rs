@@ -6,6 +6,7 @@ fn config(dir: &Path) -> JournalConfig {
         data_dir: dir.to_path_buf(),
         cache_capacity_bytes: 1024 * 1024,
         max_bytes: 1 << 30,
+        seen_ttl_seconds: 7200,
     }
 }
 
@@ -198,4 +199,19 @@ fn dead_letters_are_kept_with_the_cursor() {
     assert_eq!(j.dead_letter(1).unwrap(), None);
     assert_eq!(j.dead_count(), 1);
     assert_eq!(j.shipped_through("datadog").unwrap(), 2);
+}
+
+#[test]
+fn dedup_index_forgets_past_the_horizon() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&config(dir.path())).unwrap();
+    let mut old = event("old", "1", 1);
+    old.header.received_at_ms = 1_000;
+    let mut new = event("new", "2", 1);
+    new.header.received_at_ms = 5_000;
+    j.append(&[old.clone(), new.clone()], None).unwrap();
+    assert_eq!(j.forget_seen(2_000).unwrap(), 1);
+    // The forgotten one would be journaled again; the remembered one would not.
+    let out = j.append(&[old, new], None).unwrap();
+    assert_eq!((out.journaled, out.duplicates), (1, 1));
 }
