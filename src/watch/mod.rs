@@ -98,15 +98,15 @@ pub enum WatchError {
 /// What the watcher does next.
 #[derive(Debug)]
 enum State {
-    /// Nothing to resume from (a new journal): list every event there is, then watch.
-    Initial,
+    /// List every event (paginated) and journal what is not there yet, then watch.
+    /// `None`: a first start with nothing to resume from. `Some(token)`: the token
+    /// expired (410 Gone), so a gap is recorded, since events may have expired in
+    /// between.
+    Listing(Option<ResumeToken>),
     /// Watch from this token.
     Watching(ResumeToken),
-    /// The token expired (410 Gone): relist, journal what is not there yet, and
-    /// record a gap, since events may have expired in between.
-    Expired(ResumeToken),
-    /// A request failed; wait, then go back to watching from this token.
-    Backoff(ResumeToken),
+    /// A request failed; wait, then go on with the inner state.
+    Backoff(Box<State>),
     /// Shutdown was asked for.
     Done,
 }
@@ -152,43 +152,26 @@ impl Watcher {
                 tracing::info!(resource_version = %token.resource_version, "resuming watch from the journal");
                 State::Watching(token)
             }
-            None => State::Initial,
+            None => State::Listing(None),
         };
         let mut delays = self.backoff.build();
         loop {
             state = match state {
                 State::Done => return Ok(()),
-                State::Backoff(token) => {
+                State::Backoff(then) => {
                     let delay = delays.next().unwrap_or(Duration::from_secs(30));
                     tokio::select! {
                         _ = shutdown.cancelled() => State::Done,
-                        _ = tokio::time::sleep(delay) => State::Watching(token),
+                        _ = tokio::time::sleep(delay) => *then,
                     }
                 }
-                State::Initial => match self.list(None, &shutdown).await {
+                State::Listing(after) => match self.list(after.as_ref(), &shutdown).await {
                     Ok(Some(token)) => State::Watching(token),
                     Ok(None) => State::Done,
                     Err(Step::Fatal(e)) => return Err(e),
                     Err(Step::Transient(e)) => {
-                        tracing::warn!(error = %e, "initial list failed; retrying");
-                        let delay = delays.next().unwrap_or(Duration::from_secs(30));
-                        tokio::select! {
-                            _ = shutdown.cancelled() => State::Done,
-                            _ = tokio::time::sleep(delay) => State::Initial,
-                        }
-                    }
-                },
-                State::Expired(token) => match self.list(Some(&token), &shutdown).await {
-                    Ok(Some(next)) => State::Watching(next),
-                    Ok(None) => State::Done,
-                    Err(Step::Fatal(e)) => return Err(e),
-                    Err(Step::Transient(e)) => {
-                        tracing::warn!(error = %e, "relist failed; retrying");
-                        let delay = delays.next().unwrap_or(Duration::from_secs(30));
-                        tokio::select! {
-                            _ = shutdown.cancelled() => State::Done,
-                            _ = tokio::time::sleep(delay) => State::Expired(token),
-                        }
+                        tracing::warn!(error = %e, "listing events failed; retrying");
+                        State::Backoff(Box::new(State::Listing(after)))
                     }
                 },
                 State::Watching(token) => match self.watch(token, &shutdown).await {
@@ -199,7 +182,7 @@ impl Watcher {
                     Err((Step::Fatal(e), _)) => return Err(e),
                     Err((Step::Transient(e), token)) => {
                         tracing::warn!(error = %e, resource_version = %token.resource_version, "watch failed; reopening after a backoff");
-                        State::Backoff(token)
+                        State::Backoff(Box::new(State::Watching(token)))
                     }
                 },
             };
@@ -224,7 +207,7 @@ impl Watcher {
         let reader = match self.client.request_stream(request).await {
             Ok(reader) => reader,
             Err(kube::Error::Api(status)) if status.code == 410 => {
-                return Ok(State::Expired(token));
+                return Ok(State::Listing(Some(token)));
             }
             Err(e) => return Err((Step::Transient(e.into()), token)),
         };
@@ -276,7 +259,7 @@ impl Watcher {
             }
             token = next;
             if expired {
-                return Ok(State::Expired(token));
+                return Ok(State::Listing(Some(token)));
             }
             if let Some(e) = failure {
                 return Err((Step::Transient(e), token));
