@@ -34,6 +34,10 @@ const META_EVICTED_SHIPPED: &[u8] = b"evicted_shipped";
 /// The sled directory inside the data dir; sled keeps its log in `db` under it.
 const SLED_DIR: &str = "journal";
 const SLED_DB_FILE: &str = "db";
+/// sled writes values over a quarter of a segment (512 KiB by default) to files of
+/// their own under `blobs/`, and never fsyncs them. Records this large make the
+/// append fsync those files too. Kept below sled's threshold to be safe.
+const SLED_BLOB_THRESHOLD: usize = 64 * 1024;
 
 /// Journal settings (`journal:` in the config file).
 #[derive(Debug, Clone, Deserialize)]
@@ -161,6 +165,8 @@ struct Inner {
     next_seq: Mutex<u64>,
     /// The highest journaled sequence number, for the shipper to wait on.
     head: watch::Sender<u64>,
+    /// Blob files already fsynced (see [`SLED_BLOB_THRESHOLD`]).
+    synced_blobs: Mutex<std::collections::HashSet<std::ffi::OsString>>,
 }
 
 impl Journal {
@@ -224,6 +230,7 @@ impl Journal {
                 db_file,
                 next_seq: Mutex::new(last + 1),
                 head,
+                synced_blobs: Mutex::default(),
             }),
         };
         journal.sync()?;
@@ -252,6 +259,9 @@ impl Journal {
         }
         drop(next_seq);
         self.sync()?;
+        if records.iter().any(|r| r.raw.len() >= SLED_BLOB_THRESHOLD) {
+            self.sync_blobs()?;
+        }
         if outcome.journaled > 0 {
             self.inner.head.send_replace(outcome.head);
         }
@@ -516,6 +526,31 @@ impl Journal {
                 path: self.inner.path.clone(),
                 source,
             })
+    }
+
+    /// fsyncs the blob files sled wrote since the last call, and their directory.
+    fn sync_blobs(&self) -> Result<(), JournalError> {
+        let dir = self.inner.path.join("blobs");
+        let sync_err = |source| JournalError::Sync {
+            path: dir.clone(),
+            source,
+        };
+        let mut synced = self.inner.synced_blobs.lock().expect("blob set poisoned");
+        let mut present = std::collections::HashSet::new();
+        for entry in std::fs::read_dir(&dir).map_err(sync_err)? {
+            let name = entry.map_err(sync_err)?.file_name();
+            if !synced.contains(&name) {
+                File::open(dir.join(&name))
+                    .and_then(|f| f.sync_data())
+                    .map_err(sync_err)?;
+            }
+            present.insert(name);
+        }
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(sync_err)?;
+        *synced = present;
+        Ok(())
     }
 
     fn tx_err(&self, e: TransactionError<()>) -> JournalError {

@@ -215,3 +215,33 @@ fn dedup_index_forgets_past_the_horizon() {
     let out = j.append(&[old, new], None).unwrap();
     assert_eq!((out.journaled, out.duplicates), (1, 1));
 }
+
+#[test]
+fn large_records_have_their_blob_files_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&config(dir.path())).unwrap();
+    let mut big = event("big", "1", 1);
+    big.raw = vec![b'x'; 300 * 1024];
+    j.append(&[big.clone()], None).unwrap();
+    let blobs: Vec<_> = std::fs::read_dir(dir.path().join("journal/blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        !blobs.is_empty(),
+        "sled kept a 300 KiB value inline: threshold changed?"
+    );
+    let synced = j.inner.synced_blobs.lock().unwrap();
+    assert!(
+        blobs.iter().all(|b| synced.contains(b)),
+        "a blob file was not fsynced"
+    );
+    drop(synced);
+    assert_eq!(
+        j.read_after(0, 1, usize::MAX).unwrap()[0]
+            .record
+            .as_ref()
+            .unwrap(),
+        &big
+    );
+}

@@ -29,6 +29,17 @@ impl<F: Fn(&[String], usize) -> (u16, Option<Duration>) + Send + Sync> Transport
     }
 }
 
+impl<F> Scripted<F> {
+    /// The texts of every event in a request that was answered 202, in order.
+    fn delivered(&self) -> Vec<String> {
+        let log = self.log.lock().unwrap();
+        log.iter()
+            .filter(|(_, status)| *status == 202)
+            .flat_map(|(texts, _)| texts.clone())
+            .collect()
+    }
+}
+
 fn scripted<F: Fn(&[String], usize) -> (u16, Option<Duration>) + Send + Sync>(
     rule: F,
 ) -> Scripted<F> {
@@ -102,14 +113,7 @@ async fn bad_event_is_found_by_bisection_and_dead_lettered() {
     assert_eq!(s.dead_letters[0].0, 6);
     assert_eq!(s.dead_letters[0].1.status, Some(400));
     // Everything else was delivered, in order.
-    let delivered: Vec<String> = intake
-        .log
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(_, status)| *status == 202)
-        .flat_map(|(texts, _)| texts.clone())
-        .collect();
+    let delivered = intake.delivered();
     assert_eq!(delivered, ["e1", "e2", "e3", "e4", "e5", "e7", "e8"]);
     // 8 → 4+4 → 2+2 → 1+1: a logarithmic number of requests, not one per event.
     assert!(s.requests <= 7, "{} requests", s.requests);
@@ -126,14 +130,7 @@ async fn too_large_is_split_until_accepted() {
     });
     let s = settle(&intake, &items(10)).await.unwrap();
     assert!(s.dead_letters.is_empty());
-    let delivered: Vec<String> = intake
-        .log
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(_, status)| *status == 202)
-        .flat_map(|(texts, _)| texts.clone())
-        .collect();
+    let delivered = intake.delivered();
     assert_eq!(delivered.len(), 10);
     assert_eq!(delivered.first().unwrap(), "e1");
     assert_eq!(delivered.last().unwrap(), "e10");
