@@ -177,19 +177,7 @@ impl Journal {
             path: path.clone(),
             source,
         };
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(config.cache_capacity_bytes)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                    JournalError::Locked(path.clone())
-                }
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    JournalError::Locked(path.clone())
-                }
-                other => store_err(other),
-            })?;
+        let db = open_sled(config, &path)?;
         let events = db.open_tree(TREE_EVENTS).map_err(store_err)?;
         let seen = db.open_tree(TREE_SEEN).map_err(store_err)?;
         let meta = db.open_tree(TREE_META).map_err(store_err)?;
@@ -564,6 +552,39 @@ impl Journal {
         JournalError::Store {
             path: self.inner.path.clone(),
             source,
+        }
+    }
+}
+
+/// How long `open` waits for sled's lock. A journal dropped in this process
+/// releases it only once sled's background threads finish, a few milliseconds
+/// later; another process holding it is reported after this wait.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn open_sled(config: &JournalConfig, path: &Path) -> Result<sled::Db, JournalError> {
+    let started = std::time::Instant::now();
+    loop {
+        let result = sled::Config::new()
+            .path(path)
+            .cache_capacity(config.cache_capacity_bytes)
+            .open();
+        match result {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(io))
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("could not acquire lock") =>
+            {
+                if started.elapsed() >= LOCK_WAIT {
+                    return Err(JournalError::Locked(path.to_path_buf()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(source) => {
+                return Err(JournalError::Store {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
         }
     }
 }
