@@ -67,6 +67,40 @@ pub struct Header {
     pub received_at_ms: i64,
 }
 
+impl Header {
+    /// A header with every field empty but the kind and the receive time.
+    pub fn blank(kind: RecordKind, received_at_ms: i64) -> Self {
+        Header {
+            kind,
+            uid: String::new(),
+            resource_version: String::new(),
+            namespace: String::new(),
+            involved_kind: String::new(),
+            involved_name: String::new(),
+            reason: String::new(),
+            event_type: String::new(),
+            count: 0,
+            first_timestamp_ms: None,
+            last_timestamp_ms: None,
+            received_at_ms,
+        }
+    }
+}
+
+impl Record {
+    /// A gap marker: `reason` names the cause, `detail` (JSON) the range.
+    pub fn gap(reason: &str, detail: serde_json::Value) -> Self {
+        let now = jiff::Timestamp::now().as_millisecond();
+        let mut header = Header::blank(RecordKind::Gap, now);
+        header.reason = reason.to_owned();
+        header.last_timestamp_ms = Some(now);
+        Record {
+            header,
+            raw: serde_json::to_vec(&detail).expect("JSON values serialize"),
+        }
+    }
+}
+
 /// A header and the raw bytes it describes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {

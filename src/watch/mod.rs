@@ -418,20 +418,7 @@ fn record_of(raw: &[u8]) -> Record {
         Ok(event) => event.header(received_at_ms),
         Err(e) => {
             tracing::warn!(error = %e, "journaling an event that does not parse");
-            Header {
-                kind: RecordKind::Event,
-                uid: String::new(),
-                resource_version: String::new(),
-                namespace: String::new(),
-                involved_kind: String::new(),
-                involved_name: String::new(),
-                reason: String::new(),
-                event_type: String::new(),
-                count: 0,
-                first_timestamp_ms: None,
-                last_timestamp_ms: None,
-                received_at_ms,
-            }
+            Header::blank(RecordKind::Event, received_at_ms)
         }
     };
     Record {
@@ -452,27 +439,17 @@ fn advance(token: &mut ResumeToken, header: &Header) {
 
 /// A gap marker: the watch resumed at `relisted` after `expired` was gone.
 fn gap_marker(expired: &ResumeToken, relisted: &ResumeToken) -> Record {
-    let now = jiff::Timestamp::now().as_millisecond();
-    let raw = serde_json::json!({
-        "reason": "ResumeTokenExpired",
-        "expired_resource_version": expired.resource_version,
-        "relisted_resource_version": relisted.resource_version,
-    });
-    Record {
-        header: Header {
-            kind: RecordKind::Gap,
-            uid: String::new(),
-            resource_version: relisted.resource_version.clone(),
-            namespace: String::new(),
-            involved_kind: String::new(),
-            involved_name: String::new(),
-            reason: "ResumeTokenExpired".into(),
-            event_type: String::new(),
-            count: 0,
-            first_timestamp_ms: Some(expired.timestamp_ms),
-            last_timestamp_ms: Some(now),
-            received_at_ms: now,
-        },
-        raw: serde_json::to_vec(&raw).expect("serializes"),
-    }
+    let mut gap = Record::gap(
+        "ResumeTokenExpired",
+        serde_json::json!({
+            "reason": "ResumeTokenExpired",
+            "expired_resource_version": expired.resource_version,
+            "relisted_resource_version": relisted.resource_version,
+        }),
+    );
+    gap.header
+        .resource_version
+        .clone_from(&relisted.resource_version);
+    gap.header.first_timestamp_ms = Some(expired.timestamp_ms);
+    gap
 }

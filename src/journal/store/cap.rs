@@ -13,7 +13,7 @@ use super::{
     CapOutcome, Journal, JournalError, META_DROPPED_PENDING, META_EVICTED_SHIPPED,
     META_RECORD_BYTES, META_SHIPPED_PREFIX, seq_of,
 };
-use crate::journal::record::{Header, Record, RecordKind};
+use crate::journal::record::{Record, RecordKind};
 
 /// Trim to this share of the cap, so a full journal does not trim on every append.
 const TRIM_TO_PERCENT: u64 = 90;
@@ -113,28 +113,15 @@ fn is_gap(value: &[u8]) -> bool {
 
 /// The gap marker for pending records dropped under the cap.
 fn full_gap(dropped: u64, first_seq: u64, last_seq: u64) -> Record {
-    let now = jiff::Timestamp::now().as_millisecond();
-    let raw = serde_json::json!({
-        "reason": "JournalFull",
-        "dropped": dropped,
-        "first_seq": first_seq,
-        "last_seq": last_seq,
-    });
-    Record {
-        header: Header {
-            kind: RecordKind::Gap,
-            uid: String::new(),
-            resource_version: String::new(),
-            namespace: String::new(),
-            involved_kind: String::new(),
-            involved_name: String::new(),
-            reason: "JournalFull".into(),
-            event_type: String::new(),
-            count: u32::try_from(dropped).unwrap_or(u32::MAX),
-            first_timestamp_ms: None,
-            last_timestamp_ms: Some(now),
-            received_at_ms: now,
-        },
-        raw: serde_json::to_vec(&raw).expect("serializes"),
-    }
+    let mut gap = Record::gap(
+        "JournalFull",
+        serde_json::json!({
+            "reason": "JournalFull",
+            "dropped": dropped,
+            "first_seq": first_seq,
+            "last_seq": last_seq,
+        }),
+    );
+    gap.header.count = u32::try_from(dropped).unwrap_or(u32::MAX);
+    gap
 }
