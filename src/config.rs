@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::datadog::DatadogConfig;
 use crate::journal::JournalConfig;
+use crate::leader::LeaderConfig;
 use crate::ship::ShipConfig;
 use crate::watch::WatchConfig;
 
@@ -27,6 +28,7 @@ pub struct Config {
     pub journal: JournalConfig,
     pub watch: WatchConfig,
     pub ship: ShipConfig,
+    pub leader: LeaderConfig,
 }
 
 /// The type of a key's value, for reading it from an environment string.
@@ -34,6 +36,7 @@ pub struct Config {
 enum Kind {
     Str,
     Int,
+    Bool,
 }
 
 /// Every key that the environment can set: path, type, and the Datadog Agent's
@@ -57,6 +60,22 @@ const KEYS: &[(&str, Kind, Option<&str>)] = &[
     ("ship.request_timeout_seconds", Kind::Int, None),
     ("ship.max_backoff_seconds", Kind::Int, None),
     ("ship.shutdown_grace_seconds", Kind::Int, None),
+    ("leader.enabled", Kind::Bool, None),
+    (
+        "leader.namespace",
+        Kind::Str,
+        Some("DD_KUBE_RESOURCES_NAMESPACE"),
+    ),
+    ("leader.identity", Kind::Str, None),
+    ("leader.lease_name", Kind::Str, None),
+    (
+        "leader.lease_duration_seconds",
+        Kind::Int,
+        Some("DD_LEADER_LEASE_DURATION"),
+    ),
+    ("leader.configmap", Kind::Str, None),
+    ("leader.mirror_interval_seconds", Kind::Int, None),
+    ("leader.resume_from_configmap", Kind::Str, None),
 ];
 
 /// One thing wrong with the configuration: where, what, and how to fix it.
@@ -132,6 +151,7 @@ impl Config {
         problems.extend(self.datadog.problems());
         problems.extend(self.watch.problems());
         problems.extend(self.ship.problems());
+        problems.extend(self.leader.problems());
         if self.journal.max_bytes < 64 * 1024 {
             problems.push(Problem {
                 key: "journal.max_bytes".into(),
@@ -214,6 +234,18 @@ fn apply_env(tree: &mut Value, env: &impl Fn(&str) -> Option<String>) -> Result<
                         key: path.into(),
                         message: format!("{var}={raw:?} is not a whole number"),
                         fix: format!("set {var} to a non-negative integer"),
+                    });
+                    continue;
+                }
+            },
+            Kind::Bool => match raw.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => Value::Bool(true),
+                "false" | "0" | "no" => Value::Bool(false),
+                _ => {
+                    problems.push(Problem {
+                        key: path.into(),
+                        message: format!("{var}={raw:?} is not true or false"),
+                        fix: format!("set {var} to true or false"),
                     });
                     continue;
                 }
@@ -329,6 +361,25 @@ mod tests {
     fn bad_numbers_name_the_variable() {
         let err = Config::load(None, env(&[("EVRELAY_SHIP_MAX_EVENTS", "lots")])).unwrap_err();
         assert!(err.to_string().contains("EVRELAY_SHIP_MAX_EVENTS"), "{err}");
+    }
+
+    #[test]
+    fn agent_names_set_leadership() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("DD_API_KEY", "k"),
+                ("DD_LEADER_LEASE_DURATION", "60"),
+                ("DD_KUBE_RESOURCES_NAMESPACE", "datadog"),
+                ("EVRELAY_LEADER_ENABLED", "false"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.leader.lease_duration_seconds, 60);
+        assert_eq!(c.leader.namespace.as_deref(), Some("datadog"));
+        assert!(!c.leader.enabled);
+        let err = Config::load(None, env(&[("EVRELAY_LEADER_ENABLED", "maybe")])).unwrap_err();
+        assert!(err.to_string().contains("EVRELAY_LEADER_ENABLED"), "{err}");
     }
 
     #[test]

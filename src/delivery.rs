@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use crate::journal::Header;
-use crate::journal::Seen;
+use crate::journal::{Header, ResumeToken, Seen, Term};
 
 /// Whether an event is an occurrence the journal does not hold yet (point 5):
 /// a uid never journaled, a count that went up, or, for events that carry no
@@ -61,6 +60,42 @@ pub fn judge(status: u16, retry_after: Option<Duration>) -> Verdict {
     }
 }
 
+/// Where a new leader resumes (point 6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Takeover {
+    /// The journal is current: it is fresher than the mirror, continue from it.
+    Continue,
+    /// The journal is stale (another replica led since it was written) or has
+    /// nothing to resume from: give up its pending records and resume from this
+    /// token, the mirror's shipped-through token (`None`: list from scratch).
+    Adopt(Option<ResumeToken>),
+}
+
+/// Decides a takeover. `journal` is the term the local journal was last written
+/// under (epoch 0 and no holder for one that never led); `mirrored` is the term in
+/// the token ConfigMap before this claim (the same for a ConfigMap that does not
+/// exist yet), and `mirrored_token` its shipped-through token; `me` is this
+/// replica's identity.
+///
+/// The journal is current when no other replica can have led since it was written:
+/// its term is the ConfigMap's, or it is the term just before and both are this
+/// replica's (it claimed a new epoch, then died before recording it locally).
+pub fn takeover(
+    journal: &Term,
+    journal_token: Option<&ResumeToken>,
+    mirrored: &Term,
+    mirrored_token: Option<&ResumeToken>,
+    me: &str,
+) -> Takeover {
+    let current = journal == mirrored
+        || (journal.holder == me && mirrored.holder == me && journal.epoch + 1 == mirrored.epoch);
+    if current && journal_token.is_some() {
+        Takeover::Continue
+    } else {
+        Takeover::Adopt(mirrored_token.cloned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +145,67 @@ mod tests {
         assert!(newer_than_token(&header(1, Some(11)), 10));
         assert!(!newer_than_token(&header(1, Some(10)), 10));
         assert!(newer_than_token(&header(1, None), 10));
+    }
+
+    fn term(epoch: u64, holder: &str) -> Term {
+        Term {
+            epoch,
+            holder: holder.into(),
+        }
+    }
+
+    fn token(rv: &str) -> ResumeToken {
+        ResumeToken {
+            resource_version: rv.into(),
+            timestamp_ms: 0,
+        }
+    }
+
+    #[test]
+    fn takeovers() {
+        let (mine, cm) = (token("50"), token("40"));
+        let decide = |journal: Term, jt: Option<&ResumeToken>, mirrored: Term| {
+            takeover(&journal, jt, &mirrored, Some(&cm), "a")
+        };
+        // Restart of the last leader with its disk: continue.
+        assert_eq!(
+            decide(term(4, "a"), Some(&mine), term(4, "a")),
+            Takeover::Continue
+        );
+        // It claimed epoch 5 and died before writing it down: still current.
+        assert_eq!(
+            decide(term(4, "a"), Some(&mine), term(5, "a")),
+            Takeover::Continue
+        );
+        // Someone else led since: adopt the mirror's token.
+        assert_eq!(
+            decide(term(4, "a"), Some(&mine), term(5, "b")),
+            Takeover::Adopt(Some(cm.clone()))
+        );
+        assert_eq!(
+            decide(term(3, "a"), Some(&mine), term(5, "a")),
+            Takeover::Adopt(Some(cm.clone())),
+            "epoch 4 may have been another replica's"
+        );
+        // A new disk: adopt.
+        assert_eq!(
+            decide(term(0, ""), None, term(4, "b")),
+            Takeover::Adopt(Some(cm.clone()))
+        );
+        // No ConfigMap and a journal from before leadership existed: continue.
+        assert_eq!(
+            decide(term(0, ""), Some(&mine), term(0, "")),
+            Takeover::Continue
+        );
+        // The very first start, with a Cluster Agent token to begin from: adopt it.
+        assert_eq!(
+            decide(term(0, ""), None, term(0, "")),
+            Takeover::Adopt(Some(cm.clone()))
+        );
+        assert_eq!(
+            takeover(&term(0, ""), None, &term(0, ""), None, "a"),
+            Takeover::Adopt(None)
+        );
     }
 
     #[test]

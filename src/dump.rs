@@ -130,6 +130,8 @@ pub fn meta(journal: &Journal, out: &mut impl Write) -> Result<(), DumpError> {
         "schema_version": journal.schema_version()?,
         "resume_token": token,
         "shipped_through": { SINK: shipped_through },
+        "shipped_token": { SINK: journal.shipped_token(SINK)? },
+        "term": journal.term()?,
         "records": journal.len(),
         "dead_letters": journal.dead_count(),
         "counters": journal.counters()?,

@@ -10,8 +10,10 @@
 //!   invariants; `journal/record.rs` is the record format.
 //! - [`ship`]: reads pending records, sends them to the intake, retries, and moves
 //!   the shipped-through cursor on 2xx.
+//! - [`leader`]: the Lease that elects the one replica that watches and ships, and
+//!   the ConfigMap that mirrors its token and epoch for the next one.
 //! - [`delivery`]: the delivery rules (what is a new occurrence, how each intake
-//!   answer is handled), in one file.
+//!   answer is handled, where a new leader resumes), in one file.
 //! - [`datadog`]: every Kubernetes → Datadog field mapping, and the payload format.
 //! - [`event`]: a borrowed view of an event's JSON, shared by the stages.
 //! - [`config`]: the YAML file and its environment overrides; [`cli`]: the commands.
@@ -25,6 +27,7 @@ pub mod delivery;
 pub mod dump;
 pub mod event;
 pub mod journal;
+pub mod leader;
 pub mod runtime;
 pub mod ship;
 pub mod shutdown;

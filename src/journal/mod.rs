@@ -9,6 +9,10 @@
 //! | `seen`   | event uid                    | last journaled count and time          |
 //! | `meta`   | fixed names (see `store.rs`) | schema version, resume token, cursors, byte and drop counters |
 //! | `dead`   | sequence number, u64 BE      | a [`DeadLetter`]: why the intake refused that record for good |
+//! | `tokens` | sequence number, u64 BE      | the [`ResumeToken`] written with the write that ended at that record |
+//!
+//! `meta` also holds the leadership [`Term`] (epoch, holder) the journal was last
+//! written under.
 //!
 //! # Invariants
 //!
@@ -25,15 +29,18 @@
 //!    Appends never wait for the shipper, so the watch is never held up.
 //! 5. The `seen` index is updated in the same transaction as the records, so a record
 //!    is journaled at most once per occurrence however often the API server sends it.
+//! 6. A token filed in `tokens` under sequence `s` re-delivers, when watched from,
+//!    every event journaled after `s`. The newest at or below a sink's cursor is the
+//!    shipped-through token that the ConfigMap mirror publishes (`store/term.rs`).
 
 mod record;
 mod store;
 
 pub(crate) use record::Seen;
 pub use record::{
-    DeadLetter, FORMAT_VERSION, Header, Record, RecordError, RecordKind, ResumeToken,
+    DeadLetter, FORMAT_VERSION, Header, Record, RecordError, RecordKind, ResumeToken, Term,
 };
 pub use store::{
     AppendOutcome, CapOutcome, Counters, Journal, JournalConfig, JournalError, SCHEMA_VERSION,
-    StoredRecord,
+    StoredRecord, TermStart,
 };

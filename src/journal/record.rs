@@ -191,6 +191,26 @@ impl ResumeToken {
     }
 }
 
+/// The leadership term a journal was last written under: the epoch the replica
+/// claimed in the token ConfigMap, and its identity. Stored in `meta` as JSON. A new
+/// leader compares it with the ConfigMap to know whether its journal is current
+/// (see [`crate::delivery::takeover`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Term {
+    pub epoch: u64,
+    pub holder: String,
+}
+
+impl Term {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a term always serializes")
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        serde_json::from_slice(bytes).map_err(|e| RecordError::Header(e.to_string()))
+    }
+}
+
 /// Why the intake refused a record for good, stored in the `dead` tree under the
 /// record's sequence number (JSON). The record itself stays in `events`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

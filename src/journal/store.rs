@@ -20,6 +20,7 @@ const TREE_EVENTS: &str = "events";
 const TREE_SEEN: &str = "seen";
 const TREE_META: &str = "meta";
 const TREE_DEAD: &str = "dead";
+const TREE_TOKENS: &str = "tokens";
 
 const META_SCHEMA: &[u8] = b"schema_version";
 const META_TOKEN: &[u8] = b"resume_token";
@@ -30,6 +31,11 @@ const META_RECORD_BYTES: &[u8] = b"record_bytes";
 const META_DROPPED_PENDING: &[u8] = b"dropped_pending";
 /// Shipped records removed by the byte cap, ever (no loss: they were delivered).
 const META_EVICTED_SHIPPED: &[u8] = b"evicted_shipped";
+/// Pending records given up at a takeover because the journal was stale, ever (no
+/// loss: the new term re-collects them from the mirrored token).
+const META_DROPPED_STALE: &[u8] = b"dropped_stale";
+/// The leadership [`Term`] the journal was last written under.
+const META_TERM: &[u8] = b"term";
 
 /// The sled directory inside the data dir; sled keeps its log in `db` under it.
 const SLED_DIR: &str = "journal";
@@ -141,6 +147,7 @@ pub struct Counters {
     pub record_bytes: u64,
     pub dropped_pending: u64,
     pub evicted_shipped: u64,
+    pub dropped_stale: u64,
 }
 
 /// The journal. Cheap to clone; every clone is the same journal.
@@ -158,6 +165,8 @@ struct Inner {
     seen: sled::Tree,
     meta: sled::Tree,
     dead: sled::Tree,
+    /// Resume tokens by the last sequence number they cover (see `term.rs`).
+    tokens: sled::Tree,
     max_bytes: u64,
     /// sled's log file, for the fdatasync that sled 0.34 does not do itself.
     db_file: File,
@@ -182,6 +191,7 @@ impl Journal {
         let seen = db.open_tree(TREE_SEEN).map_err(store_err)?;
         let meta = db.open_tree(TREE_META).map_err(store_err)?;
         let dead = db.open_tree(TREE_DEAD).map_err(store_err)?;
+        let tokens = db.open_tree(TREE_TOKENS).map_err(store_err)?;
         let db_file = File::open(path.join(SLED_DB_FILE)).map_err(|source| JournalError::Sync {
             path: path.clone(),
             source,
@@ -214,6 +224,7 @@ impl Journal {
                 seen,
                 meta,
                 dead,
+                tokens,
                 max_bytes: config.max_bytes,
                 db_file,
                 next_seq: Mutex::new(last + 1),
@@ -264,8 +275,8 @@ impl Journal {
         token: Option<&ResumeToken>,
     ) -> Result<AppendOutcome, JournalError> {
         let inner = &*self.inner;
-        let result =
-            (&inner.events, &inner.seen, &inner.meta).transaction(|(events, seen, meta)| {
+        let result = (&inner.events, &inner.seen, &inner.meta, &inner.tokens).transaction(
+            |(events, seen, meta, tokens)| {
                 let mut seq = *next_seq;
                 let mut outcome = AppendOutcome::default();
                 let mut added = 0u64;
@@ -299,10 +310,12 @@ impl Journal {
                 }
                 if let Some(token) = token {
                     meta.insert(META_TOKEN, token.encode())?;
+                    tokens.insert(&(seq - 1).to_be_bytes(), token.encode())?;
                 }
                 outcome.head = seq - 1;
                 Ok::<_, ConflictableTransactionError<()>>(outcome)
-            });
+            },
+        );
         let outcome = result.map_err(|e| self.tx_err(e))?;
         *next_seq = outcome.head + 1;
         Ok(outcome)
@@ -311,10 +324,16 @@ impl Journal {
     /// Records a resume token that carries no events (a bookmark). Not synced on its
     /// own: losing it only means resuming from an earlier, still valid token.
     pub fn set_token(&self, token: &ResumeToken) -> Result<(), JournalError> {
-        self.inner
-            .meta
-            .insert(META_TOKEN, token.encode())
-            .map_err(|e| self.store_err(e))?;
+        let next_seq = self.inner.next_seq.lock().expect("journal lock poisoned");
+        let head = *next_seq - 1;
+        let inner = &*self.inner;
+        (&inner.meta, &inner.tokens)
+            .transaction(|(meta, tokens)| {
+                meta.insert(META_TOKEN, token.encode())?;
+                tokens.insert(&head.to_be_bytes(), token.encode())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| self.tx_err(e))?;
         Ok(())
     }
 
@@ -368,6 +387,7 @@ impl Journal {
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
             .map_err(|e| self.tx_err(e))?;
+        self.prune_tokens(seq)?;
         self.sync()
     }
 
@@ -435,6 +455,7 @@ impl Journal {
             record_bytes: get(META_RECORD_BYTES)?,
             dropped_pending: get(META_DROPPED_PENDING)?,
             evicted_shipped: get(META_EVICTED_SHIPPED)?,
+            dropped_stale: get(META_DROPPED_STALE)?,
         })
     }
 
@@ -594,5 +615,7 @@ fn seq_of(bytes: &[u8]) -> u64 {
 }
 
 mod cap;
+mod term;
+pub use term::TermStart;
 #[cfg(test)]
 mod tests;

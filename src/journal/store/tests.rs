@@ -1,5 +1,5 @@
 use super::*;
-use crate::journal::{Header, RecordKind};
+use crate::journal::{Header, RecordKind, Term};
 
 fn config(dir: &Path) -> JournalConfig {
     JournalConfig {
@@ -244,4 +244,108 @@ fn large_records_have_their_blob_files_synced() {
             .unwrap(),
         &big
     );
+}
+
+#[test]
+fn shipped_token_never_points_past_an_undelivered_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&config(dir.path())).unwrap();
+    assert_eq!(j.shipped_token("d").unwrap(), None);
+    // Two writes: records 1-2 with token 10, records 3-4 with token 20.
+    j.append(
+        &[event("a", "9", 1), event("b", "10", 1)],
+        Some(&token("10")),
+    )
+    .unwrap();
+    j.append(
+        &[event("c", "19", 1), event("d", "20", 1)],
+        Some(&token("20")),
+    )
+    .unwrap();
+    j.mark_shipped("d", 1, &[]).unwrap();
+    assert_eq!(
+        j.shipped_token("d").unwrap(),
+        None,
+        "write 1 not all delivered"
+    );
+    j.mark_shipped("d", 3, &[]).unwrap();
+    assert_eq!(j.shipped_token("d").unwrap(), Some(token("10")));
+    j.mark_shipped("d", 4, &[]).unwrap();
+    assert_eq!(j.shipped_token("d").unwrap(), Some(token("20")));
+    // A bookmark after the head is as good as the write before it.
+    j.set_token(&token("25")).unwrap();
+    assert_eq!(j.shipped_token("d").unwrap(), Some(token("25")));
+    assert_eq!(j.inner.tokens.len(), 1, "older entries pruned");
+}
+
+#[test]
+fn begin_term_without_adoption_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&config(dir.path())).unwrap();
+    j.append(&[event("a", "9", 1)], Some(&token("9"))).unwrap();
+    let term = Term {
+        epoch: 3,
+        holder: "evrelay-0".into(),
+    };
+    let start = j.begin_term(&term, None, &["d"]).unwrap();
+    assert_eq!(start.dropped_stale, 0);
+    assert_eq!(j.term().unwrap(), Some(term));
+    assert_eq!(j.shipped_through("d").unwrap(), 0);
+    assert_eq!(j.resume_token().unwrap(), Some(token("9")));
+    assert!(!j.seen_is_empty());
+}
+
+#[test]
+fn adopting_a_token_gives_up_the_stale_backlog_and_forgets_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&config(dir.path())).unwrap();
+    j.append(
+        &[event("a", "9", 1), event("b", "10", 1), event("c", "11", 1)],
+        Some(&token("11")),
+    )
+    .unwrap();
+    j.mark_shipped("d", 1, &[]).unwrap();
+    let term = Term {
+        epoch: 7,
+        holder: "evrelay-1".into(),
+    };
+    let start = j
+        .begin_term(&term, Some(Some(&token("5"))), &["d"])
+        .unwrap();
+    assert_eq!(start.dropped_stale, 2);
+    assert_eq!(j.counters().unwrap().dropped_stale, 2);
+    assert_eq!(j.resume_token().unwrap(), Some(token("5")));
+    assert_eq!(j.shipped_token("d").unwrap(), Some(token("5")));
+    assert_eq!(j.term().unwrap(), Some(term));
+    // The adopted token re-delivers b and c: they must be journaled again, not
+    // skipped as duplicates.
+    assert!(j.seen_is_empty());
+    let again = j.append(&[event("b", "10", 1)], None).unwrap();
+    assert_eq!(again.journaled, 1);
+    // A gap marker names what was given up; nothing is pending before it.
+    let gap = j
+        .iter()
+        .map(|r| r.unwrap())
+        .find(|r| r.record.as_ref().unwrap().header.kind == RecordKind::Gap)
+        .expect("gap marker");
+    assert_eq!(gap.seq, 4);
+    assert_eq!(j.shipped_through("d").unwrap(), 4);
+    let text = String::from_utf8(gap.record.unwrap().raw).unwrap();
+    assert!(text.contains("StaleBacklogDropped"), "{text}");
+}
+
+#[test]
+fn adopting_nothing_starts_over_with_a_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&config(dir.path())).unwrap();
+    j.append(&[event("a", "9", 1)], Some(&token("9"))).unwrap();
+    let term = Term {
+        epoch: 1,
+        holder: "x".into(),
+    };
+    j.begin_term(&term, Some(None), &["d"]).unwrap();
+    assert_eq!(j.resume_token().unwrap(), None);
+    drop(j);
+    let j = Journal::open(&config(dir.path())).unwrap();
+    assert_eq!(j.term().unwrap().unwrap().epoch, 1, "durable across reopen");
 }

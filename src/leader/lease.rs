@@ -1,0 +1,341 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease, with client-go's rules.
+//!
+//! A candidate takes the Lease when it has no holder, names this replica, or has not
+//! changed for a whole lease duration *as the candidate observed it* (its own clock,
+//! never the holder's `renewTime`, so clock skew between nodes cannot matter).
+//!
+//! The holder renews every [`Timing::renew_every`] and gives up when no renewal has
+//! succeeded within [`Timing::renew_deadline`] of the last good one being *sent*.
+//! A candidate can only take over a lease duration after it *saw* that renewal,
+//! which is later still: the holder has stepped down at least
+//! `duration - renew_deadline` (5 s with the defaults) before anyone else can hold
+//! the lease. Every write carries the Lease's resourceVersion, so two candidates
+//! cannot both win one round.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, PostParams};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How often things happen, all derived from the lease duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// How long a lease lasts without renewal (`leaseDurationSeconds`).
+    pub duration: Duration,
+    /// The holder steps down when it has not renewed for this long: 2/3 of the
+    /// duration (10 s of 15 s).
+    pub renew_deadline: Duration,
+    /// How often the holder renews: 2/15 of the duration (2 s of 15 s).
+    pub renew_every: Duration,
+    /// How often a candidate looks at the lease: 1/15 of the duration (1 s of
+    /// 15 s), so it sees the holder's last renewal soon after it happened.
+    pub poll_every: Duration,
+}
+
+impl Timing {
+    pub fn for_duration(duration: Duration) -> Self {
+        Timing {
+            duration,
+            renew_deadline: duration * 2 / 3,
+            renew_every: (duration * 2 / 15).max(Duration::from_millis(200)),
+            poll_every: (duration / 15).max(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// A lease this replica holds: the version last written, and when the write that
+/// made it was sent (the holder's deadlines count from then).
+#[derive(Debug, Clone)]
+pub struct Held {
+    lease: Lease,
+    renewed_at: Instant,
+}
+
+/// Why holding ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// The lease could not be renewed in time, or another replica holds it now.
+    /// Everything leader-only must already have stopped.
+    Lost(String),
+    /// Asked to stop; the lease is still held and can be released.
+    Stopped(Box<Held>),
+}
+
+/// Elects one replica on a named Lease.
+pub struct Elector {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    timing: Timing,
+}
+
+impl Elector {
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        timing: Timing,
+    ) -> Self {
+        Elector {
+            api: Api::namespaced(client, namespace),
+            name: name.into(),
+            identity: identity.into(),
+            timing,
+        }
+    }
+
+    pub fn timing(&self) -> Timing {
+        self.timing
+    }
+
+    /// Waits until this replica holds the lease; `None` on shutdown.
+    pub async fn acquire(&self, shutdown: &CancellationToken) -> Option<Held> {
+        // The lease version last seen, and when this replica first saw it.
+        let mut observed: Option<(String, Instant)> = None;
+        let mut waiting_for = String::new();
+        loop {
+            if shutdown.is_cancelled() {
+                return None;
+            }
+            let mut wait = self.timing.poll_every;
+            match self.call(self.api.get_opt(&self.name)).await {
+                Ok(None) => {
+                    let sent = Instant::now();
+                    match self
+                        .call(self.api.create(&PostParams::default(), &self.fresh()))
+                        .await
+                    {
+                        Ok(lease) => return Some(self.won(lease, sent, "created")),
+                        Err(e) if is_conflict(&e) => continue,
+                        Err(e) => {
+                            tracing::warn!(error = %e, lease = %self.name, "creating the lease failed")
+                        }
+                    }
+                }
+                Ok(Some(lease)) => {
+                    let version = lease.metadata.resource_version.clone().unwrap_or_default();
+                    if observed.as_ref().is_none_or(|(v, _)| *v != version) {
+                        observed = Some((version, Instant::now()));
+                    }
+                    let spec = lease.spec.clone().unwrap_or_default();
+                    let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
+                    let duration = spec
+                        .lease_duration_seconds
+                        .filter(|s| *s > 0)
+                        .map(|s| Duration::from_secs(s as u64))
+                        .unwrap_or(self.timing.duration);
+                    let since = observed.as_ref().map(|(_, at)| *at).expect("set above");
+                    let expired = since.elapsed() >= duration;
+                    let free =
+                        holder.is_none() || holder.as_deref() == Some(&self.identity) || expired;
+                    if free {
+                        let sent = Instant::now();
+                        let taken = self.take(lease, holder.as_deref());
+                        match self
+                            .call(self.api.replace(&self.name, &PostParams::default(), &taken))
+                            .await
+                        {
+                            Ok(lease) => {
+                                let how = match (holder, expired) {
+                                    (None, _) => "free".to_owned(),
+                                    (Some(h), _) if h == self.identity => "already ours".to_owned(),
+                                    (Some(h), _) => format!("expired, held by {h}"),
+                                };
+                                return Some(self.won(lease, sent, &how));
+                            }
+                            Err(e) if is_conflict(&e) => continue,
+                            Err(e) => {
+                                tracing::warn!(error = %e, lease = %self.name, "taking the lease failed")
+                            }
+                        }
+                    } else {
+                        let holder = holder.unwrap_or_default();
+                        if holder != waiting_for {
+                            tracing::info!(lease = %self.name, %holder, "standing by: the lease is held");
+                            waiting_for = holder;
+                        }
+                        // Wake exactly when it would expire, if that is sooner.
+                        wait = wait.min(duration.saturating_sub(since.elapsed()));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, lease = %self.name, "reading the lease failed")
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Renews the lease until it is lost or `stop` is cancelled. On `Lost`, the
+    /// renew deadline has passed (or another holder is recorded): the caller must
+    /// stop everything leader-only at once.
+    pub async fn hold(&self, mut held: Held, stop: &CancellationToken) -> Ended {
+        loop {
+            let next = held.renewed_at + self.timing.renew_every;
+            tokio::select! {
+                _ = stop.cancelled() => return Ended::Stopped(Box::new(held)),
+                _ = tokio::time::sleep_until(next) => {}
+            }
+            let deadline = held.renewed_at + self.timing.renew_deadline;
+            loop {
+                if stop.is_cancelled() {
+                    return Ended::Stopped(Box::new(held));
+                }
+                let sent = Instant::now();
+                if sent >= deadline {
+                    return Ended::Lost("no renewal succeeded within the renew deadline".into());
+                }
+                match tokio::time::timeout_at(deadline, self.renew(&held.lease)).await {
+                    Err(_) => {
+                        return Ended::Lost(
+                            "no renewal succeeded within the renew deadline".into(),
+                        );
+                    }
+                    Ok(Ok(lease)) => {
+                        held = Held {
+                            lease,
+                            renewed_at: sent,
+                        };
+                        break;
+                    }
+                    Ok(Err(Renewal::Taken(by))) => {
+                        return Ended::Lost(format!("the lease is now held by {by}"));
+                    }
+                    Ok(Err(Renewal::Failed(e))) => {
+                        tracing::warn!(error = %e, lease = %self.name, "renewing the lease failed; retrying");
+                        let retry = (Instant::now() + self.timing.poll_every).min(deadline);
+                        tokio::select! {
+                            _ = stop.cancelled() => return Ended::Stopped(Box::new(held)),
+                            _ = tokio::time::sleep_until(retry) => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gives the lease up, so a standby takes over at once instead of after a
+    /// lease duration (a graceful shutdown).
+    pub async fn release(&self, held: Held) {
+        let mut lease = held.lease;
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(MicroTime(jiff::Timestamp::now()));
+        match self
+            .call(self.api.replace(&self.name, &PostParams::default(), &lease))
+            .await
+        {
+            Ok(_) => tracing::info!(lease = %self.name, "lease released"),
+            Err(e) => {
+                tracing::warn!(error = %e, lease = %self.name, "releasing the lease failed; a standby takes over when it expires")
+            }
+        }
+    }
+
+    async fn renew(&self, lease: &Lease) -> Result<Lease, Renewal> {
+        let mut lease = lease.clone();
+        loop {
+            lease.spec.get_or_insert_with(Default::default).renew_time =
+                Some(MicroTime(jiff::Timestamp::now()));
+            match self
+                .api
+                .replace(&self.name, &PostParams::default(), &lease)
+                .await
+            {
+                Ok(lease) => return Ok(lease),
+                Err(e) if is_conflict(&e) => {
+                    // Changed under us: still ours (someone edited it), or taken.
+                    let current = self.api.get(&self.name).await.map_err(Renewal::Failed)?;
+                    let holder = current
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.holder_identity.clone())
+                        .unwrap_or_default();
+                    if holder != self.identity {
+                        return Err(Renewal::Taken(holder));
+                    }
+                    lease = current;
+                }
+                Err(e) => return Err(Renewal::Failed(e)),
+            }
+        }
+    }
+
+    fn fresh(&self) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                ..Default::default()
+            },
+            spec: Some(self.ours(LeaseSpec {
+                lease_transitions: Some(0),
+                acquire_time: Some(MicroTime(jiff::Timestamp::now())),
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn take(&self, mut lease: Lease, previous: Option<&str>) -> Lease {
+        let spec = lease.spec.take().unwrap_or_default();
+        let transitions = spec.lease_transitions.unwrap_or(0);
+        let changed = previous != Some(&self.identity);
+        let mut spec = self.ours(spec);
+        if changed {
+            spec.lease_transitions = Some(transitions + 1);
+            spec.acquire_time = spec.renew_time.clone();
+        }
+        lease.spec = Some(spec);
+        lease
+    }
+
+    fn ours(&self, mut spec: LeaseSpec) -> LeaseSpec {
+        let now = MicroTime(jiff::Timestamp::now());
+        spec.holder_identity = Some(self.identity.clone());
+        spec.lease_duration_seconds = Some(self.timing.duration.as_secs().max(1) as i32);
+        spec.renew_time = Some(now);
+        spec
+    }
+
+    fn won(&self, lease: Lease, sent: Instant, how: &str) -> Held {
+        let transitions = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.lease_transitions)
+            .unwrap_or(0);
+        tracing::info!(lease = %self.name, identity = %self.identity, transitions, how, "lease acquired");
+        Held {
+            lease,
+            renewed_at: sent,
+        }
+    }
+
+    /// One API call, bounded so a silent network cannot hold the loop.
+    async fn call<T>(
+        &self,
+        request: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, kube::Error> {
+        match tokio::time::timeout(self.timing.renew_deadline, request).await {
+            Ok(r) => r,
+            Err(_) => Err(kube::Error::Service(
+                format!("no answer within {:?}", self.timing.renew_deadline).into(),
+            )),
+        }
+    }
+}
+
+enum Renewal {
+    Taken(String),
+    Failed(kube::Error),
+}
+
+pub(crate) fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
