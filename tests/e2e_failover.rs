@@ -1,0 +1,516 @@
+//! High availability against the real kube-apiserver and Datadog's fakeintake: two
+//! evrelay processes, a Lease, the token ConfigMap, and failovers of every kind.
+//! evrelay runs with a token of the ServiceAccount in `deploy/rbac.yaml`, never as
+//! an admin. Every test counts by event uid at the intake and prints a `figures:`
+//! line.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+
+use support::faulty::FaultyIntake;
+use support::ha::{
+    self, NAMESPACE, TcpProxy, apply_rbac, service_account_kubeconfig, token_configmap,
+};
+use support::{
+    ControlPlane, Evrelay, Stream, create_event, create_namespace, delivered_uids, eventually,
+    tally,
+};
+
+const DRAIN: Duration = Duration::from_secs(90);
+/// The defaults: what an operator gets.
+const LEASE: Duration = Duration::from_secs(15);
+const MIRROR_EVERY: Duration = Duration::from_secs(5);
+const TOKEN_CM: &str = "evrelay-token";
+
+/// A control plane with evrelay's RBAC applied and a namespace to create events in.
+struct Cluster {
+    cp: ControlPlane,
+    admin: kube::Client,
+    kubeconfig: PathBuf,
+}
+
+impl Cluster {
+    async fn start(events_namespace: &str) -> Self {
+        let cp = ControlPlane::start();
+        let admin = cp.client().await;
+        apply_rbac(&admin).await;
+        create_namespace(&admin, events_namespace).await;
+        let path = cp.data_dir("kube").join("evrelay.kubeconfig");
+        let kubeconfig = service_account_kubeconfig(&cp, &admin, None, &path).await;
+        Cluster {
+            cp,
+            admin,
+            kubeconfig,
+        }
+    }
+
+    /// Starts replica `name` (its `POD_NAME`), with its own data dir.
+    fn replica(&self, name: &str, env: &[(&str, &str)]) -> Evrelay {
+        let kubeconfig = self.kubeconfig.to_str().unwrap().to_owned();
+        self.replica_with_kubeconfig(name, &kubeconfig, env)
+    }
+
+    fn replica_with_kubeconfig(
+        &self,
+        name: &str,
+        kubeconfig: &str,
+        env: &[(&str, &str)],
+    ) -> Evrelay {
+        let data = self.cp.data_dir(name);
+        let mut all = vec![("KUBECONFIG", kubeconfig), ("POD_NAME", name)];
+        all.extend_from_slice(env);
+        self.cp.spawn_evrelay_with(&data, &all)
+    }
+
+    async fn holder(&self) -> Option<String> {
+        Api::<Lease>::namespaced(self.admin.clone(), NAMESPACE)
+            .get_opt("evrelay")
+            .await
+            .expect("reading the lease")
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+            .filter(|h| !h.is_empty())
+    }
+
+    async fn wait_for_holder(&self, name: &str, replica: &Evrelay) {
+        let deadline = Instant::now() + DRAIN;
+        while self.holder().await.as_deref() != Some(name) {
+            assert!(
+                Instant::now() < deadline,
+                "{name} never held the lease; log:\n{}",
+                replica.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Waits until `needle` is in the replica's log (the log is the replica's own
+/// account of what it does, so this is an awaited condition, not a sleep).
+async fn wait_for_log(replica: &Evrelay, needle: &str, timeout: Duration) -> Instant {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if replica.log().contains(needle) {
+            return Instant::now();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{:?} never logged {needle:?}; log:\n{}",
+            replica.log_path,
+            replica.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn occurrences(replica: &Evrelay, needle: &str) -> usize {
+    replica.log().matches(needle).count()
+}
+
+/// 1. kill -9 of the leader while events stream: the standby watches within a
+///    lease duration + 2 s, nothing is lost, and duplicates stay within what one
+///    mirror interval ships.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_takes_over_after_kill_9() {
+    const RATE: Duration = Duration::from_millis(50); // 20 events/s
+    let c = Cluster::start("app").await;
+    let mut a = c.replica("evrelay-0", &[]);
+    c.wait_for_holder("evrelay-0", &a).await;
+    wait_for_log(&a, "watch opened", DRAIN).await;
+    let mut b = c.replica("evrelay-1", &[]);
+    wait_for_log(&b, "standing by", DRAIN).await;
+
+    let stream = Stream::start(c.admin.clone(), "app", RATE);
+    // Mid-stream: some events delivered, and the mirror has published a token.
+    assert!(eventually(DRAIN, || c.cp.intake_events().len() >= 60).await);
+    let deadline = Instant::now() + DRAIN;
+    while !token_configmap(&c.admin, TOKEN_CM)
+        .await
+        .contains_key("event.tokenKey")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no token mirrored; log:\n{}",
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let opened_before = occurrences(&b, "watch opened");
+    assert_eq!(opened_before, 0, "the standby watched while the leader led");
+
+    let killed = Instant::now();
+    a.kill9();
+    let deadline = killed + DRAIN;
+    while occurrences(&b, "watch opened") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "standby never took over; log:\n{}",
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let takeover = killed.elapsed();
+    // Keep streaming a little under the new leader, then stop.
+    let target = c.cp.intake_events().len() + 40;
+    assert!(eventually(DRAIN, || c.cp.intake_events().len() >= target).await);
+    let created = stream.stop().await;
+    assert!(
+        eventually(DRAIN, || tally(&created, &delivered_uids(&c.cp)).lost == 0).await,
+        "events lost; standby log:\n{}",
+        b.log()
+    );
+    assert!(b.terminate().success());
+    let t = tally(&created, &delivered_uids(&c.cp));
+    eprintln!(
+        "figures: kill-9 failover takeover={takeover:.1?} (lease {LEASE:?}) {t:?} mirror_interval={MIRROR_EVERY:?} rate=20/s"
+    );
+    assert_eq!(t.lost, 0);
+    assert!(
+        takeover <= LEASE + Duration::from_secs(2),
+        "took {takeover:?} to take over"
+    );
+    // Bound: what the old leader shipped after its last mirror write (one interval
+    // at 20 events/s), plus the write the cursor stopped in and one batch in flight.
+    let bound = (MIRROR_EVERY.as_secs() as usize + 2) * 20 + 50;
+    assert!(
+        t.duplicated <= bound,
+        "{} duplicates > {bound}",
+        t.duplicated
+    );
+}
+
+/// 2. Failover onto an empty data dir: the new replica resumes from the ConfigMap
+///    and sends nothing older than its token again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_onto_an_empty_disk_resumes_from_the_configmap() {
+    let c = Cluster::start("app").await;
+    let mut a = c.replica("evrelay-0", &[]);
+    c.wait_for_holder("evrelay-0", &a).await;
+    wait_for_log(&a, "watch opened", DRAIN).await;
+    let mut created = Vec::new();
+    for i in 0..30 {
+        created
+            .push(create_event(&c.admin, "app", "api-0", "Before", &format!("before {i}")).await);
+    }
+    assert!(eventually(DRAIN, || tally(&created, &delivered_uids(&c.cp)).lost == 0).await);
+    // The mirror catches up with what was shipped (the newest event's version).
+    let newest: u64 = Api::<Event>::namespaced(c.admin.clone(), "app")
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter_map(|e| e.metadata.resource_version.as_ref()?.parse().ok())
+        .max()
+        .unwrap();
+    let deadline = Instant::now() + DRAIN;
+    loop {
+        let data = token_configmap(&c.admin, TOKEN_CM).await;
+        let mirrored: u64 = data
+            .get("event.tokenKey")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if mirrored >= newest {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mirror stuck at {mirrored} < {newest}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.kill9();
+
+    // A replica that has never run: empty disk.
+    let mut b = c.replica("evrelay-1", &[]);
+    wait_for_log(&b, "resuming from the mirrored token", DRAIN).await;
+    for i in 0..20 {
+        created.push(create_event(&c.admin, "app", "api-0", "After", &format!("after {i}")).await);
+    }
+    assert!(
+        eventually(DRAIN, || tally(&created, &delivered_uids(&c.cp)).lost == 0).await,
+        "log:\n{}",
+        b.log()
+    );
+    assert!(b.terminate().success());
+    let t = tally(&created, &delivered_uids(&c.cp));
+    let meta = c.cp.dump_meta(&c.cp.data_dir("evrelay-1"));
+    eprintln!("figures: empty-disk failover {t:?} term={}", meta["term"]);
+    assert_eq!(t.lost, 0);
+    assert_eq!(
+        t.duplicated, 0,
+        "events older than the mirrored token were sent again"
+    );
+    assert_eq!(meta["term"]["holder"], "evrelay-1");
+    assert_eq!(meta["term"]["epoch"], 2);
+}
+
+/// 3. The leader is cut off from the API server (a TCP proxy the test controls):
+///    it stops watching and shipping before its lease can expire, so the two never
+///    ship at the same time; nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_leader_steps_down_before_its_lease_expires() {
+    let c = Cluster::start("app").await;
+    let proxy = TcpProxy::start(ha::api_addr(&c.cp)).await;
+    let proxied = c.cp.data_dir("kube").join("proxied.kubeconfig");
+    service_account_kubeconfig(&c.cp, &c.admin, Some(&proxy.url()), &proxied).await;
+    let intake_a = FaultyIntake::start(c.cp.dd_url()).await;
+    let intake_b = FaultyIntake::start(c.cp.dd_url()).await;
+
+    let mut a = c.replica_with_kubeconfig(
+        "evrelay-0",
+        proxied.to_str().unwrap(),
+        &[("DD_URL", &intake_a.url())],
+    );
+    c.wait_for_holder("evrelay-0", &a).await;
+    wait_for_log(&a, "watch opened", DRAIN).await;
+    let mut b = c.replica("evrelay-1", &[("DD_URL", &intake_b.url())]);
+    wait_for_log(&b, "standing by", DRAIN).await;
+
+    let stream = Stream::start(c.admin.clone(), "app", Duration::from_millis(50));
+    assert!(eventually(DRAIN, || c.cp.intake_events().len() >= 40).await);
+    let cut = Instant::now();
+    proxy.cut();
+    let stepped_down = wait_for_log(&a, "leadership lost", DRAIN).await;
+    let took_over = wait_for_log(&b, "lease acquired", DRAIN).await;
+    let target = c.cp.intake_events().len() + 40;
+    assert!(eventually(DRAIN, || c.cp.intake_events().len() >= target).await);
+    let created = stream.stop().await;
+    assert!(
+        eventually(DRAIN, || tally(&created, &delivered_uids(&c.cp)).lost == 0).await,
+        "events lost; log of b:\n{}",
+        b.log()
+    );
+
+    let a_hits = intake_a.hits();
+    let b_hits = intake_b.hits();
+    let a_last = a_hits.iter().map(|h| h.at).max().expect("a shipped");
+    let b_first = b_hits.iter().map(|h| h.at).min().expect("b shipped");
+    let t = tally(&created, &delivered_uids(&c.cp));
+    eprintln!(
+        "figures: partition step_down_after_cut={:.1?} takeover_after_cut={:.1?} gap_between_shippers={:.1?} {t:?}",
+        stepped_down - cut,
+        took_over - cut,
+        b_first.saturating_duration_since(a_last),
+    );
+    assert!(a_last < b_first, "both replicas shipped at the same time");
+    assert!(
+        stepped_down < took_over,
+        "the old leader stepped down after the new one took over"
+    );
+    assert!(
+        stepped_down - cut < LEASE,
+        "stepped down {:?} after the cut, past the lease duration",
+        stepped_down - cut
+    );
+    assert_eq!(t.lost, 0);
+    assert!(
+        a.is_running(),
+        "the cut-off replica must stand by, not exit"
+    );
+    assert!(
+        a.log().contains("standing by again"),
+        "the cut-off replica did not return to standby"
+    );
+
+    // Healed: the old leader stays a standby under the new epoch.
+    proxy.restore();
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
+    let ma = c.cp.dump_meta(&c.cp.data_dir("evrelay-0"));
+    let mb = c.cp.dump_meta(&c.cp.data_dir("evrelay-1"));
+    assert_eq!(ma["term"]["epoch"], 1);
+    assert_eq!(mb["term"]["epoch"], 2, "the takeover claimed a new epoch");
+}
+
+/// 4. Taking over from the Datadog Cluster Agent: its `datadogtoken` ConfigMap
+///    holds the checkpoint; nothing older is sent. Also checks that evrelay's
+///    ServiceAccount can do nothing beyond `deploy/rbac.yaml`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumes_from_a_cluster_agent_configmap() {
+    let c = Cluster::start("app").await;
+    let mut old = Vec::new();
+    for i in 0..20 {
+        old.push(create_event(&c.admin, "app", "api-0", "Old", &format!("old {i}")).await);
+    }
+    // The Cluster Agent's checkpoint: the list's resourceVersion, now.
+    let list = Api::<Event>::all(c.admin.clone())
+        .list(&ListParams::default().limit(1))
+        .await
+        .unwrap();
+    let checkpoint = list.metadata.resource_version.unwrap();
+    let agent = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("datadogtoken".into()),
+            ..Default::default()
+        },
+        data: Some(
+            [
+                ("event.tokenKey".to_owned(), checkpoint.clone()),
+                (
+                    "event.tokenTimestamp".to_owned(),
+                    jiff::Timestamp::now().to_string(),
+                ),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    Api::<ConfigMap>::namespaced(c.admin.clone(), NAMESPACE)
+        .create(&PostParams::default(), &agent)
+        .await
+        .unwrap();
+    let mut new = Vec::new();
+    for i in 0..10 {
+        new.push(create_event(&c.admin, "app", "api-0", "New", &format!("new {i}")).await);
+    }
+
+    let mut a = c.replica(
+        "evrelay-0",
+        &[("EVRELAY_LEADER_RESUME_FROM_CONFIGMAP", "datadogtoken")],
+    );
+    wait_for_log(&a, "starting from the Cluster Agent's token", DRAIN).await;
+    for i in 0..5 {
+        new.push(create_event(&c.admin, "app", "api-0", "New", &format!("later {i}")).await);
+    }
+    assert!(
+        eventually(DRAIN, || tally(&new, &delivered_uids(&c.cp)).lost == 0).await,
+        "log:\n{}",
+        a.log()
+    );
+    let delivered = delivered_uids(&c.cp);
+    let resent_old = old.iter().filter(|u| delivered.contains(u)).count();
+    let t = tally(&new, &delivered);
+    eprintln!(
+        "figures: cluster-agent takeover checkpoint={checkpoint} old_resent={resent_old} new={t:?}"
+    );
+    assert_eq!(
+        resent_old, 0,
+        "events older than the Cluster Agent's token were sent"
+    );
+    assert_eq!(t.duplicated, 0);
+    assert_eq!(delivered.len(), new.len());
+
+    // evrelay's own ConfigMap now carries its epoch; the Cluster Agent's is untouched.
+    let own = token_configmap(&c.admin, TOKEN_CM).await;
+    assert_eq!(own.get("evrelay.epoch").map(String::as_str), Some("1"));
+    assert_eq!(
+        own.get("evrelay.holder").map(String::as_str),
+        Some("evrelay-0")
+    );
+    let theirs = token_configmap(&c.admin, "datadogtoken").await;
+    assert_eq!(theirs.get("event.tokenKey"), Some(&checkpoint));
+    assert!(!theirs.contains_key("evrelay.epoch"));
+
+    // Least privilege: what the ServiceAccount must not do is refused.
+    let sa = ha::client_from(&c.kubeconfig).await;
+    let forbidden = |r: Result<_, kube::Error>, what: &str| match r {
+        Err(kube::Error::Api(s)) if s.code == 403 => {}
+        other => panic!("{what}: expected 403, got {other:?}"),
+    };
+    let any_event = Api::<Event>::namespaced(c.admin.clone(), "app")
+        .list(&ListParams::default().limit(1))
+        .await
+        .unwrap()
+        .items[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+    forbidden(
+        Api::<Event>::namespaced(sa.clone(), "app")
+            .delete(&any_event, &DeleteParams::default())
+            .await
+            .map(|_| ()),
+        "deleting an event",
+    );
+    forbidden(
+        Api::<Secret>::namespaced(sa.clone(), NAMESPACE)
+            .list(&ListParams::default())
+            .await
+            .map(|_| ()),
+        "listing secrets",
+    );
+    let mut theirs = Api::<ConfigMap>::namespaced(c.admin.clone(), NAMESPACE)
+        .get("datadogtoken")
+        .await
+        .unwrap();
+    theirs
+        .data
+        .get_or_insert_default()
+        .insert("x".into(), "y".into());
+    forbidden(
+        Api::<ConfigMap>::namespaced(sa.clone(), NAMESPACE)
+            .replace("datadogtoken", &PostParams::default(), &theirs)
+            .await
+            .map(|_| ()),
+        "writing the Cluster Agent's ConfigMap",
+    );
+    forbidden(
+        Api::<Lease>::namespaced(sa.clone(), NAMESPACE)
+            .get("someone-else")
+            .await
+            .map(|_| ()),
+        "reading another Lease",
+    );
+    forbidden(
+        Api::<Lease>::namespaced(sa.clone(), "default")
+            .list(&ListParams::default())
+            .await
+            .map(|_| ()),
+        "listing leases elsewhere",
+    );
+    assert!(a.terminate().success());
+}
+
+/// 5. A graceful rolling restart of both replicas (standby first, then the
+///    leader), as `kubectl rollout restart` does it: nothing lost, nothing
+///    duplicated, because the leader drains and publishes its exact token before
+///    it releases the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_loses_and_duplicates_nothing() {
+    let c = Cluster::start("app").await;
+    let mut a = c.replica("evrelay-0", &[]);
+    c.wait_for_holder("evrelay-0", &a).await;
+    wait_for_log(&a, "watch opened", DRAIN).await;
+    let mut b = c.replica("evrelay-1", &[]);
+    wait_for_log(&b, "standing by", DRAIN).await;
+
+    let stream = Stream::start(c.admin.clone(), "app", Duration::from_millis(50));
+    assert!(eventually(DRAIN, || c.cp.intake_events().len() >= 30).await);
+
+    // The standby restarts first.
+    assert!(b.terminate().success());
+    b = c.replica("evrelay-1", &[]);
+    wait_for_log(&b, "standing by", DRAIN).await;
+    // Then the leader: it releases the lease and the standby takes over at once.
+    let handover = Instant::now();
+    assert!(a.terminate().success(), "log:\n{}", a.log());
+    let stopped = handover.elapsed();
+    wait_for_log(&b, "watch opened", DRAIN).await;
+    let takeover = handover.elapsed();
+    a = c.replica("evrelay-0", &[]);
+    wait_for_log(&a, "standing by", DRAIN).await;
+
+    let target = c.cp.intake_events().len() + 40;
+    assert!(eventually(DRAIN, || c.cp.intake_events().len() >= target).await);
+    let created = stream.stop().await;
+    assert!(
+        eventually(DRAIN, || tally(&created, &delivered_uids(&c.cp)).lost == 0).await,
+        "events lost; log of b:\n{}",
+        b.log()
+    );
+    assert!(b.terminate().success());
+    assert!(a.terminate().success());
+    let t = tally(&created, &delivered_uids(&c.cp));
+    eprintln!("figures: rolling restart leader_stop={stopped:.1?} takeover={takeover:.1?} {t:?}");
+    assert_eq!(t.lost, 0);
+    assert_eq!(t.duplicated, 0);
+}
