@@ -97,6 +97,7 @@ impl Elector {
         // The lease version last seen, and when this replica first saw it.
         let mut observed: Option<(String, Instant)> = None;
         let mut waiting_for = String::new();
+        let mut failing = Failing::default();
         loop {
             if shutdown.is_cancelled() {
                 return None;
@@ -104,6 +105,7 @@ impl Elector {
             let mut wait = self.timing.poll_every;
             match self.call(self.api.get_opt(&self.name)).await {
                 Ok(None) => {
+                    failing.clear();
                     let sent = Instant::now();
                     match self
                         .call(self.api.create(&PostParams::default(), &self.fresh()))
@@ -111,12 +113,11 @@ impl Elector {
                     {
                         Ok(lease) => return Some(self.won(lease, sent, "created")),
                         Err(e) if is_conflict(&e) => continue,
-                        Err(e) => {
-                            tracing::warn!(error = %e, lease = %self.name, "creating the lease failed")
-                        }
+                        Err(e) => failing.report(&self.name, "creating the lease failed", &e),
                     }
                 }
                 Ok(Some(lease)) => {
+                    failing.clear();
                     let version = lease.metadata.resource_version.clone().unwrap_or_default();
                     if observed.as_ref().is_none_or(|(v, _)| *v != version) {
                         observed = Some((version, Instant::now()));
@@ -140,17 +141,15 @@ impl Elector {
                             .await
                         {
                             Ok(lease) => {
-                                let how = match (holder, expired) {
-                                    (None, _) => "free".to_owned(),
-                                    (Some(h), _) if h == self.identity => "already ours".to_owned(),
-                                    (Some(h), _) => format!("expired, held by {h}"),
+                                let how = match holder {
+                                    None => "free".to_owned(),
+                                    Some(h) if h == self.identity => "already ours".to_owned(),
+                                    Some(h) => format!("expired, held by {h}"),
                                 };
                                 return Some(self.won(lease, sent, &how));
                             }
                             Err(e) if is_conflict(&e) => continue,
-                            Err(e) => {
-                                tracing::warn!(error = %e, lease = %self.name, "taking the lease failed")
-                            }
+                            Err(e) => failing.report(&self.name, "taking the lease failed", &e),
                         }
                     } else {
                         let holder = holder.unwrap_or_default();
@@ -162,9 +161,7 @@ impl Elector {
                         wait = wait.min(duration.saturating_sub(since.elapsed()));
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, lease = %self.name, "reading the lease failed")
-                }
+                Err(e) => failing.report(&self.name, "reading the lease failed", &e),
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return None,
@@ -328,6 +325,28 @@ impl Elector {
                 format!("no answer within {:?}", self.timing.renew_deadline).into(),
             )),
         }
+    }
+}
+
+/// The failure last reported: each is logged as a warning once, then at debug
+/// level until something succeeds, so a standby during an API outage (or without
+/// the RBAC it needs) says so clearly without flooding the log.
+#[derive(Default)]
+struct Failing(Option<String>);
+
+impl Failing {
+    fn report(&mut self, lease: &str, what: &str, e: &kube::Error) {
+        let message = format!("{what}: {e}");
+        if self.0.as_ref() == Some(&message) {
+            tracing::debug!(error = %e, lease, "{what}");
+        } else {
+            tracing::warn!(error = %e, lease, "{what}");
+        }
+        self.0 = Some(message);
+    }
+
+    fn clear(&mut self) {
+        self.0 = None;
     }
 }
 
