@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::admin::AdminConfig;
 use crate::datadog::DatadogConfig;
 use crate::journal::JournalConfig;
 use crate::leader::LeaderConfig;
@@ -29,6 +30,7 @@ pub struct Config {
     pub watch: WatchConfig,
     pub ship: ShipConfig,
     pub leader: LeaderConfig,
+    pub admin: AdminConfig,
 }
 
 /// The type of a key's value, for reading it from an environment string.
@@ -76,6 +78,7 @@ const KEYS: &[(&str, Kind, Option<&str>)] = &[
     ("leader.configmap", Kind::Str, None),
     ("leader.mirror_interval_seconds", Kind::Int, None),
     ("leader.resume_from_configmap", Kind::Str, None),
+    ("admin.listen_address", Kind::Str, None),
 ];
 
 /// One thing wrong with the configuration: where, what, and how to fix it.
@@ -152,6 +155,7 @@ impl Config {
         problems.extend(self.watch.problems());
         problems.extend(self.ship.problems());
         problems.extend(self.leader.problems());
+        problems.extend(self.admin.problems());
         if self.journal.max_bytes < 64 * 1024 {
             problems.push(Problem {
                 key: "journal.max_bytes".into(),

@@ -19,7 +19,9 @@
 //! - [`config`]: the YAML file and its environment overrides; [`cli`]: the commands.
 //! - [`runtime`]: builds and runs the tasks; [`shutdown`]: signals.
 //! - [`dump`]: `evrelay dump`.
+//! - [`metrics`]: every exported metric; [`admin`]: `/metrics`, `/healthz`, `/readyz`.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod datadog;
@@ -28,6 +30,7 @@ pub mod dump;
 pub mod event;
 pub mod journal;
 pub mod leader;
+pub mod metrics;
 pub mod runtime;
 pub mod ship;
 pub mod shutdown;

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::delivery::{self, Takeover};
 use crate::journal::{Journal, JournalError, Term};
 use crate::leader::{Claim, Elector, Ended, Held, MirrorError, Timing, TokenMirror};
+use crate::metrics::{DropReason, GapReason, Metrics};
 use crate::ship::{Intake, SINK, ShipError, Shipper};
 use crate::watch::{WatchError, Watcher};
 
@@ -39,6 +40,12 @@ pub enum RunError {
     Ship(#[from] ShipError),
     #[error("the API key is missing")]
     NoApiKey,
+    #[error("admin.listen_address {address}: {source}")]
+    Admin {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Runs evrelay until `shutdown` is cancelled.
@@ -52,11 +59,33 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         api_key,
         Duration::from_secs(config.ship.request_timeout_seconds),
     )?;
+    let metrics = Metrics::new();
+    let admin_stop = CancellationToken::new();
+    let admin_task = match config.admin.address() {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|source| RunError::Admin {
+                    address: config.admin.listen_address.clone(),
+                    source,
+                })?;
+            let address = listener.local_addr().unwrap_or(address);
+            tracing::info!(%address, "serving /metrics, /healthz, /readyz");
+            Some(tokio::spawn(crate::admin::serve(
+                listener,
+                journal.clone(),
+                metrics.clone(),
+                admin_stop.clone(),
+            )))
+        }
+        None => None,
+    };
     let node = Node {
         config,
         journal: journal.clone(),
         client,
         intake,
+        metrics,
     };
     let gc_stop = shutdown.child_token();
     let gc_task = tokio::spawn(forget_old_events(
@@ -67,6 +96,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let result = node.run(&shutdown).await;
     gc_stop.cancel();
     let _ = gc_task.await;
+    admin_stop.cancel();
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
     journal.sync()?;
     result?;
     tracing::info!("stopped cleanly");
@@ -79,6 +112,7 @@ struct Node {
     journal: Journal,
     client: kube::Client,
     intake: Intake,
+    metrics: Metrics,
 }
 
 /// How leading ended, before the results are looked at.
@@ -99,6 +133,7 @@ impl Node {
         let leader = &self.config.leader;
         if !leader.enabled {
             tracing::info!("leader election off: this replica watches and ships alone");
+            self.metrics.set_leader(true, None);
             self.lead(None, shutdown).await?;
             return Ok(());
         }
@@ -126,7 +161,10 @@ impl Node {
             let Some(held) = elector.acquire(shutdown).await else {
                 return Ok(());
             };
-            match self.term(&elector, &mirror, held, shutdown).await? {
+            self.metrics.set_leader(true, None);
+            let ended = self.term(&elector, &mirror, held, shutdown).await;
+            self.metrics.set_leader(false, None);
+            match ended? {
                 TermEnd::Shutdown => return Ok(()),
                 TermEnd::Deposed => tracing::warn!("standing by again"),
             }
@@ -203,6 +241,7 @@ impl Node {
             self.client.clone(),
             self.journal.clone(),
             self.config.watch.clone(),
+            self.metrics.clone(),
         );
         let hostname = self
             .config
@@ -217,6 +256,7 @@ impl Node {
             self.config.datadog.clone(),
             hostname,
             self.config.ship.clone(),
+            self.metrics.clone(),
         );
 
         // The watcher stops on shutdown; the shipper only once it has drained (or
@@ -291,6 +331,12 @@ impl Node {
         .await
         .expect("journal task panicked")?;
         let (own, decision, start) = start;
+        self.metrics.set_leader(true, Some(epoch));
+        if start.dropped_stale > 0 {
+            self.metrics
+                .dropped(DropReason::stale_backlog, start.dropped_stale);
+            self.metrics.gap(GapReason::stale_backlog);
+        }
         match decision {
             Takeover::Continue => {
                 tracing::info!(
@@ -364,7 +410,9 @@ impl Node {
         };
         mirror
             .publish(claim, shipped.as_ref(), watched.as_ref())
-            .await
+            .await?;
+        self.metrics.mirrored();
+        Ok(())
     }
 }
 

@@ -482,6 +482,22 @@ async fn rolling_restart_loses_and_duplicates_nothing() {
     wait_for_log(&a, "watch opened", DRAIN).await;
     let mut b = c.replica("evrelay-1", &[]);
     wait_for_log(&b, "standing by", DRAIN).await;
+    // Probes as the StatefulSet sees them: both ready, one leading.
+    assert_eq!(
+        a.admin_get("/readyz").await,
+        (200, "leader, watching\n".into())
+    );
+    assert_eq!(b.admin_get("/readyz").await, (200, "standby\n".into()));
+    assert_eq!(b.admin_get("/healthz").await.0, 200);
+    let standby_metrics = b.admin_get("/metrics").await.1;
+    assert!(
+        standby_metrics.contains("\nevrelay_leader 0\n"),
+        "{standby_metrics}"
+    );
+    assert!(
+        standby_metrics.contains("\nevrelay_watching 0\n"),
+        "{standby_metrics}"
+    );
 
     let stream = Stream::start(c.admin.clone(), "app", Duration::from_millis(50));
     assert!(eventually(DRAIN, || c.cp.intake_events().len() >= 30).await);

@@ -60,6 +60,37 @@ async fn forwards_every_event_exactly_once() {
         evrelay.log()
     );
 
+    // The admin endpoint tells the same story, and never shows the key.
+    let admin = evrelay.admin_url().await;
+    let http = reqwest::Client::new();
+    let get = async |path: &str| {
+        let r = http.get(format!("{admin}{path}")).send().await.expect(path);
+        (r.status().as_u16(), r.text().await.expect(path))
+    };
+    let (code, metrics) = get("/metrics").await;
+    assert_eq!(code, 200);
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{metrics}"))
+    };
+    assert_eq!(value("evrelay_events_shipped_total"), 100.0);
+    assert_eq!(value("evrelay_events_journaled_total"), 100.0);
+    assert_eq!(value("evrelay_journal_pending_records"), 0.0);
+    assert_eq!(value("evrelay_delivery_lag_seconds_count"), 100.0);
+    assert_eq!(value("evrelay_leader"), 1.0);
+    assert_eq!(value("evrelay_watching"), 1.0);
+    // fakeintake answers 200 (Datadog answers 202).
+    assert!(value("evrelay_intake_requests_total{code=\"200\"}") >= 1.0);
+    assert!(value("evrelay_token_mirror_age_seconds") < 30.0);
+    assert!(
+        !metrics.contains(support::TEST_API_KEY),
+        "API key in /metrics"
+    );
+    assert_eq!(get("/healthz").await, (200, "ok\n".to_owned()));
+    assert_eq!(get("/readyz").await, (200, "leader, watching\n".to_owned()));
+
     let status = evrelay.terminate();
     assert!(
         status.success(),

@@ -34,6 +34,8 @@ const META_EVICTED_SHIPPED: &[u8] = b"evicted_shipped";
 /// Pending records given up at a takeover because the journal was stale, ever (no
 /// loss: the new term re-collects them from the mirrored token).
 const META_DROPPED_STALE: &[u8] = b"dropped_stale";
+/// When the last health probe wrote (Unix ms); see [`Journal::probe`].
+const META_PROBE: &[u8] = b"health_probe";
 /// The leadership [`Term`] the journal was last written under.
 const META_TERM: &[u8] = b"term";
 
@@ -522,6 +524,17 @@ impl Journal {
     /// Follows the highest journaled sequence number.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.head.subscribe()
+    }
+
+    /// Proves the journal takes a durable write (a health check): writes a probe
+    /// key in `meta` and syncs.
+    pub fn probe(&self) -> Result<(), JournalError> {
+        let now = jiff::Timestamp::now().as_millisecond();
+        self.inner
+            .meta
+            .insert(META_PROBE, &now.to_be_bytes())
+            .map_err(|e| self.store_err(e))?;
+        self.sync()
     }
 
     /// Makes everything written so far durable: sled's flush writes its log with

@@ -13,6 +13,7 @@ use super::service::{Answer, Intake};
 use crate::datadog::{self, Body, DdEvent};
 use crate::delivery::Verdict;
 use crate::journal::DeadLetter;
+use crate::metrics::Metrics;
 
 /// The intake's caps on one payload (ANCHORS.md): 2.5 MiB compressed, 4 MiB raw.
 pub const MAX_COMPRESSED_BYTES: usize = 5 * 1024 * 1024 / 2;
@@ -49,6 +50,8 @@ pub struct Attempts<'a, T> {
     /// How long the request in flight may go on after shutdown.
     pub grace: Duration,
     pub shutdown: &'a CancellationToken,
+    /// Counts each request (status, duration) and each retry.
+    pub metrics: &'a Metrics,
 }
 
 impl<T: Transport> Attempts<'_, T> {
@@ -75,10 +78,13 @@ impl<T: Transport> Attempts<'_, T> {
                 continue;
             }
             loop {
+                let sent = tokio::time::Instant::now();
                 let answer = tokio::select! {
                     _ = &mut deadline => return None,
                     answer = self.transport.send(&body) => answer,
                 };
+                self.metrics
+                    .intake_request(answer.status, sent.elapsed().as_secs_f64());
                 settled.requests += 1;
                 let wait = match answer.verdict {
                     Verdict::Delivered => {
@@ -104,6 +110,7 @@ impl<T: Transport> Attempts<'_, T> {
                         break;
                     }
                     Verdict::Retry { after } => {
+                        self.metrics.intake_retried();
                         let wait = self.delays.next(after);
                         tracing::warn!(detail = %answer.detail, retry_in = ?wait, "intake did not take the batch; retrying");
                         wait

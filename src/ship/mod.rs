@@ -20,6 +20,7 @@ use crate::config::Problem;
 use crate::datadog::{self, DatadogConfig, DdEvent};
 use crate::event::KubeEvent;
 use crate::journal::{Journal, JournalError, RecordKind, StoredRecord};
+use crate::metrics::Metrics;
 pub use deliver::{Attempts, MAX_COMPRESSED_BYTES, MAX_RAW_BYTES, Settled, Transport};
 pub use retry::Delays;
 pub use service::{Answer, Intake};
@@ -120,6 +121,7 @@ pub struct Shipper<T = Intake> {
     datadog: DatadogConfig,
     hostname: String,
     config: ShipConfig,
+    metrics: Metrics,
 }
 
 impl<T: Transport> Shipper<T> {
@@ -129,6 +131,7 @@ impl<T: Transport> Shipper<T> {
         datadog: DatadogConfig,
         hostname: String,
         config: ShipConfig,
+        metrics: Metrics,
     ) -> Self {
         Shipper {
             journal,
@@ -136,6 +139,7 @@ impl<T: Transport> Shipper<T> {
             datadog,
             hostname,
             config,
+            metrics,
         }
     }
 
@@ -176,6 +180,7 @@ impl<T: Transport> Shipper<T> {
                     forbidden_pause: Duration::from_secs(self.config.max_backoff_seconds),
                     grace: Duration::from_secs(self.config.shutdown_grace_seconds),
                     shutdown: &shutdown,
+                    metrics: &self.metrics,
                 };
                 match attempts.settle(&items).await {
                     Some(settled) => settled,
@@ -185,9 +190,22 @@ impl<T: Transport> Shipper<T> {
             let journal = self.journal.clone();
             let dead = settled.dead_letters;
             let dead_count = dead.len();
+            let dead_seqs: Vec<u64> = dead.iter().map(|(seq, _)| *seq).collect();
             tokio::task::spawn_blocking(move || journal.mark_shipped(SINK, last, &dead))
                 .await
                 .expect("journal task panicked")?;
+            let now_ms = jiff::Timestamp::now().as_millisecond();
+            let lags = batch
+                .iter()
+                .filter(|s| !dead_seqs.contains(&s.seq))
+                .filter_map(|s| s.record.as_ref().ok())
+                .filter(|r| r.header.kind == RecordKind::Event)
+                .map(|r| {
+                    let h = &r.header;
+                    let at = h.last_timestamp_ms.unwrap_or(h.received_at_ms);
+                    (now_ms - at) as f64 / 1000.0
+                });
+            self.metrics.shipped(lags, dead_count);
             tracing::debug!(
                 through = last,
                 events = items.len(),

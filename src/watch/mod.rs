@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Problem;
 use crate::delivery;
 use crate::journal::{Header, Journal, JournalError, Record, RecordKind, ResumeToken};
+use crate::metrics::{DropReason, GapReason, Metrics};
 use lines::{Line, WatchLines};
 
 const EVENTS_PATH: &str = "/api/v1/events";
@@ -128,10 +129,16 @@ pub struct Watcher {
     journal: Journal,
     config: WatchConfig,
     backoff: ExponentialBuilder,
+    metrics: Metrics,
 }
 
 impl Watcher {
-    pub fn new(client: kube::Client, journal: Journal, config: WatchConfig) -> Self {
+    pub fn new(
+        client: kube::Client,
+        journal: Journal,
+        config: WatchConfig,
+        metrics: Metrics,
+    ) -> Self {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(500))
             .with_max_delay(Duration::from_secs(30))
@@ -142,6 +149,7 @@ impl Watcher {
             journal,
             config,
             backoff,
+            metrics,
         }
     }
 
@@ -174,17 +182,22 @@ impl Watcher {
                         State::Backoff(Box::new(State::Listing(after)))
                     }
                 },
-                State::Watching(token) => match self.watch(token, &shutdown).await {
-                    Ok(next) => {
-                        delays = self.backoff.build();
-                        next
+                State::Watching(token) => {
+                    let result = self.watch(token, &shutdown).await;
+                    self.metrics.set_watching(false);
+                    match result {
+                        Ok(next) => {
+                            delays = self.backoff.build();
+                            next
+                        }
+                        Err((Step::Fatal(e), _)) => return Err(e),
+                        Err((Step::Transient(e), token)) => {
+                            self.metrics.watch_restarted();
+                            tracing::warn!(error = %e, resource_version = %token.resource_version, "watch failed; reopening after a backoff");
+                            State::Backoff(Box::new(State::Watching(token)))
+                        }
                     }
-                    Err((Step::Fatal(e), _)) => return Err(e),
-                    Err((Step::Transient(e), token)) => {
-                        tracing::warn!(error = %e, resource_version = %token.resource_version, "watch failed; reopening after a backoff");
-                        State::Backoff(Box::new(State::Watching(token)))
-                    }
-                },
+                }
             };
         }
     }
@@ -212,6 +225,7 @@ impl Watcher {
             Err(e) => return Err((Step::Transient(e.into()), token)),
         };
         tracing::debug!(resource_version = %token.resource_version, "watch opened");
+        self.metrics.set_watching(true);
         let mut lines = WatchLines::new(reader);
         let stall = Duration::from_secs(self.config.stall_timeout_seconds);
         loop {
@@ -230,6 +244,7 @@ impl Watcher {
             for line in batch {
                 match line {
                     Ok(Line::Upsert(raw)) => {
+                        self.metrics.received(1);
                         let record = record_of(raw.get().as_bytes());
                         advance(&mut next, &record.header);
                         records.push(record);
@@ -278,13 +293,23 @@ impl Watcher {
             return Ok(());
         }
         let journal = self.journal.clone();
+        let rv = token.as_ref().map(|t| t.resource_version.clone());
         let outcome = tokio::task::spawn_blocking(move || match (records.is_empty(), token) {
             (true, Some(token)) => journal.set_token(&token).map(|()| None),
             (_, token) => journal.append(&records, token.as_ref()).map(Some),
         })
         .await
         .expect("journal task panicked")?;
+        if let Some(token) = &rv {
+            self.metrics.resource_version(token);
+        }
         if let Some(o) = outcome {
+            self.metrics.journaled(o.journaled, o.duplicates);
+            if o.cap.dropped_pending > 0 {
+                self.metrics
+                    .dropped(DropReason::journal_full, o.cap.dropped_pending);
+                self.metrics.gap(GapReason::journal_full);
+            }
             tracing::debug!(
                 journaled = o.journaled,
                 duplicates = o.duplicates,
@@ -340,6 +365,7 @@ impl Watcher {
                 };
                 pages += 1;
                 listed += page.items.len();
+                self.metrics.received(page.items.len());
                 list_version.get_or_insert(page.metadata.resource_version.clone());
                 let records: Vec<Record> = page
                     .items
@@ -365,6 +391,8 @@ impl Watcher {
             };
             let mut finish = Vec::new();
             if let Some(expired) = after {
+                self.metrics.relisted();
+                self.metrics.gap(GapReason::resume_token_expired);
                 tracing::warn!(
                     expired = %expired.resource_version, relisted_at = %token.resource_version,
                     "resume token expired: relisted; events that expired in between may be lost (gap recorded)"

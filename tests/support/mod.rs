@@ -150,6 +150,8 @@ impl ControlPlane {
             .env("DD_API_KEY", TEST_API_KEY)
             .env("EVRELAY_DATA_DIR", data_dir)
             .env("RUST_LOG", "info,evrelay=debug")
+            // A free port each: several replicas run side by side.
+            .env("EVRELAY_ADMIN_LISTEN_ADDRESS", "127.0.0.1:0")
             .stdin(Stdio::null());
         cmd
     }
@@ -293,6 +295,36 @@ impl Evrelay {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// GET on the admin endpoint: status and body.
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        let url = format!("{}{path}", self.admin_url().await);
+        let r = reqwest::get(&url).await.expect(&url);
+        (r.status().as_u16(), r.text().await.expect(&url))
+    }
+
+    /// The admin endpoint's base URL, from the log line that announces it
+    /// (waits for it).
+    pub async fn admin_url(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = self.log().lines().find_map(|l| {
+                l.contains("serving /metrics")
+                    .then(|| l.split("address=").nth(1))
+                    .flatten()
+                    .map(|a| a.split_whitespace().next().unwrap_or("").to_owned())
+            });
+            if let Some(address) = found {
+                return format!("http://{address}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no admin endpoint announced; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 use std::sync::Mutex;
 
 use super::*;
+use crate::metrics::Metrics;
 
 /// A scripted intake: answers each request with what `rule` says about its events.
 struct Scripted<F> {
@@ -81,6 +82,7 @@ async fn settle<T: Transport>(transport: &T, batch: &[(u64, DdEvent)]) -> Option
         forbidden_pause: Duration::from_secs(64),
         grace: Duration::from_secs(5),
         shutdown: &shutdown,
+        metrics: &Metrics::new(),
     }
     .settle(batch)
     .await
@@ -191,6 +193,7 @@ async fn shutdown_abandons_a_batch_that_cannot_be_delivered() {
         forbidden_pause: Duration::from_secs(64),
         grace: Duration::from_secs(5),
         shutdown: &shutdown,
+        metrics: &Metrics::new(),
     }
     .settle(&items(3))
     .await;

@@ -1,0 +1,145 @@
+//! The admin endpoint: `/metrics`, `/healthz` and `/readyz` on one port.
+//!
+//! - `/healthz` (liveness): 200 while the process runs and the journal takes a
+//!   durable write; 503 otherwise (a full or read-only disk: restarting may help,
+//!   and an operator must look). Standbys answer it too.
+//! - `/readyz` (readiness): a standby is ready; the leader is ready once its watch
+//!   on events is established. A leader that cannot watch is not ready, so a
+//!   rolling update waits for it instead of taking the standby down too.
+//! - `/metrics`: every metric in `metrics.rs`, OpenMetrics text; the journal's
+//!   figures are read at scrape time.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Problem;
+use crate::journal::Journal;
+use crate::metrics::Metrics;
+use crate::ship::SINK;
+
+/// Admin endpoint settings (`admin:` in the config file).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served. Empty: not served.
+    pub listen_address: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen_address: "0.0.0.0:8080".into(),
+        }
+    }
+}
+
+impl AdminConfig {
+    pub(crate) fn problems(&self) -> Vec<Problem> {
+        if self.listen_address.is_empty() || self.address().is_some() {
+            return Vec::new();
+        }
+        vec![Problem {
+            key: "admin.listen_address".into(),
+            message: format!("{:?} is not an address and port", self.listen_address),
+            fix: "use IP:PORT, e.g. 0.0.0.0:8080 (or empty to turn the endpoint off)".into(),
+        }]
+    }
+
+    pub fn address(&self) -> Option<SocketAddr> {
+        self.listen_address.parse().ok()
+    }
+}
+
+/// How long a health check may take before it counts as failed.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+struct Shared {
+    journal: Journal,
+    metrics: Metrics,
+}
+
+/// Serves the admin endpoint on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    journal: Journal,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(Shared { journal, metrics });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+async fn metrics_text(State(s): State<Shared>) -> Response {
+    let journal = s.journal.clone();
+    let figures = tokio::task::spawn_blocking(move || {
+        let head = *journal.subscribe().borrow();
+        let shipped = journal.shipped_through(SINK)?;
+        let counters = journal.counters()?;
+        Ok::<_, crate::journal::JournalError>((
+            counters.record_bytes,
+            journal.len(),
+            head.saturating_sub(shipped),
+        ))
+    })
+    .await;
+    if let Ok(Ok((bytes, records, pending))) = figures {
+        s.metrics.journal(bytes, records, pending);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn healthz(State(s): State<Shared>) -> Response {
+    let journal = s.journal.clone();
+    let probe = tokio::time::timeout(
+        PROBE_TIMEOUT,
+        tokio::task::spawn_blocking(move || journal.probe()),
+    )
+    .await;
+    match probe {
+        Ok(Ok(Ok(()))) => (StatusCode::OK, "ok\n").into_response(),
+        Ok(Ok(Err(e))) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("journal not writable: {e}\n"),
+        )
+            .into_response(),
+        Ok(Err(_)) | Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("journal write did not finish within {PROBE_TIMEOUT:?}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn readyz(State(s): State<Shared>) -> Response {
+    let (leading, watching) = (s.metrics.is_leader(), s.metrics.is_watching());
+    match (leading, watching) {
+        (false, _) => (StatusCode::OK, "standby\n").into_response(),
+        (true, true) => (StatusCode::OK, "leader, watching\n").into_response(),
+        (true, false) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "leader, watch not established\n",
+        )
+            .into_response(),
+    }
+}
