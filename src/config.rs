@@ -137,6 +137,10 @@ impl Config {
             tree = Value::Object(Default::default());
         }
         apply_env(&mut tree, &env)?;
+        let unknown = unknown_keys(&tree);
+        if !unknown.is_empty() {
+            return Err(ConfigError { problems: unknown });
+        }
         let config: Config = serde_json::from_value(tree).map_err(|e| {
             ConfigError::one(
                 "(file)",
@@ -211,6 +215,73 @@ fn read_file(path: &Path) -> Result<Value, ConfigError> {
             "correct the YAML syntax at the position given",
         )
     })
+}
+
+/// Keys in the file that evrelay does not know, each with the closest known key
+/// when one is close enough to be a typo.
+fn unknown_keys(tree: &Value) -> Vec<Problem> {
+    let Some(root) = tree.as_object() else {
+        return Vec::new(); // reported when the tree is read into `Config`
+    };
+    let known: Vec<&str> = KEYS.iter().map(|(path, _, _)| *path).collect();
+    let sections: Vec<&str> = {
+        let mut s: Vec<&str> = known
+            .iter()
+            .filter_map(|k| k.split_once('.'))
+            .map(|(s, _)| s)
+            .collect();
+        s.dedup();
+        s
+    };
+    let mut problems = Vec::new();
+    for (section, body) in root {
+        if !sections.contains(&section.as_str()) {
+            problems.push(unknown(section, &sections));
+            continue;
+        }
+        let Some(body) = body.as_object() else {
+            continue;
+        };
+        for key in body.keys() {
+            let path = format!("{section}.{key}");
+            if !known.contains(&path.as_str()) {
+                problems.push(unknown(&path, &known));
+            }
+        }
+    }
+    problems
+}
+
+fn unknown(path: &str, candidates: &[&str]) -> Problem {
+    let closest = candidates
+        .iter()
+        .map(|c| (edit_distance(path, c), *c))
+        .min()
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4));
+    Problem {
+        key: path.into(),
+        message: "is not a configuration key".into(),
+        fix: match closest {
+            Some((_, c)) => format!("did you mean `{c}`?"),
+            None => "remove it; the keys are listed in README.md (Configuration)".into(),
+        },
+    }
+}
+
+/// Levenshtein distance, for "did you mean".
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// The `EVRELAY_*` name of a key path.
@@ -339,10 +410,38 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_are_errors() {
-        let f = write("datadog:\n  api_key: k\n  sitee: x\n");
+    fn unknown_keys_are_errors_with_a_suggestion() {
+        let f = write(
+            "datadog:\n  api_key: k\n  sitee: x\nleadr:\n  enabled: true\nship:\n  colour: red\n",
+        );
         let err = Config::load(Some(f.path()), env(&[])).unwrap_err();
-        assert!(err.to_string().contains("sitee"), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(
+                "datadog.sitee: is not a configuration key (fix: did you mean `datadog.site`?)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("leadr: is not a configuration key (fix: did you mean `leader`?)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ship.colour: is not a configuration key (fix: remove it"),
+            "{text}"
+        );
+        assert_eq!(err.problems.len(), 3, "{text}");
+    }
+
+    #[test]
+    fn every_key_is_in_the_readme() {
+        let readme = include_str!("../README.md");
+        for (path, _, _) in KEYS {
+            assert!(
+                readme.contains(&format!("| `{path}` |")),
+                "{path} is not documented in README.md"
+            );
+        }
     }
 
     #[test]
