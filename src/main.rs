@@ -20,10 +20,24 @@ fn main() -> ExitCode {
                 eprint!("{config}");
                 return ExitCode::from(EXIT_CONFIG);
             }
-            eprintln!("evrelay: {e:#}");
+            eprintln!("evrelay: {}", explain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: many errors (kube's,
+/// ours) already print their source, and repeating it buries the message.
+fn explain(e: &anyhow::Error) -> String {
+    let mut message = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.contains(&cause) {
+            message.push_str(": ");
+            message.push_str(&cause);
+        }
+    }
+    message
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
