@@ -8,18 +8,21 @@
 //!   rolling update waits for it instead of taking the standby down too.
 //! - `/metrics`: every metric in `metrics.rs`, OpenMetrics text; the journal's
 //!   figures are read at scrape time.
+//! - `/dump` and `/dump/meta`: what `evrelay dump --admin URL` reads from a running
+//!   evrelay (its journal directory is locked while it runs). Read-only.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Problem;
+use crate::dump::{self, Filter};
 use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::ship::SINK;
@@ -77,6 +80,8 @@ pub async fn serve(
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/dump", get(dump_lines))
+        .route("/dump/meta", get(dump_meta))
         .with_state(Shared { journal, metrics });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -107,6 +112,48 @@ async fn metrics_text(State(s): State<Shared>) -> Response {
         s.metrics.encode(),
     )
         .into_response()
+}
+
+/// `evrelay dump --admin`: the journal's records as JSON lines, filtered.
+async fn dump_lines(State(s): State<Shared>, Query(filter): Query<Filter>) -> Response {
+    let journal = s.journal.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let head = *journal.subscribe().borrow();
+        dump::lines(&journal, &filter).map(|lines| (lines, head))
+    })
+    .await
+    .expect("dump task panicked");
+    match result {
+        Ok((lines, head)) => {
+            let mut body = Vec::new();
+            if let Err(e) = dump::print(&lines, dump::Format::Json, &mut body) {
+                return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+            }
+            (
+                [
+                    (header::CONTENT_TYPE, "application/x-ndjson".to_owned()),
+                    (
+                        header::HeaderName::from_static(dump::SCANNED_THROUGH),
+                        head.to_string(),
+                    ),
+                ],
+                body,
+            )
+                .into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn dump_meta(State(s): State<Shared>) -> Response {
+    let journal = s.journal.clone();
+    match tokio::task::spawn_blocking(move || dump::meta_value(&journal))
+        .await
+        .expect("dump task panicked")
+    {
+        Ok(meta) => axum::Json(meta).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 async fn healthz(State(s): State<Shared>) -> Response {

@@ -25,6 +25,94 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `evrelay dump`.
+#[derive(Debug, clap::Args)]
+pub struct DumpArgs {
+    /// The data directory to read: a stopped evrelay's, or a copy of its PVC.
+    #[arg(long, conflicts_with = "admin")]
+    pub data_dir: Option<PathBuf>,
+    /// Ask a running evrelay instead, through its admin endpoint
+    /// (e.g. http://127.0.0.1:8080 after `kubectl port-forward`).
+    #[arg(long)]
+    pub admin: Option<String>,
+    /// Print the journal's bookkeeping instead: schema, tokens, cursors, term,
+    /// counts and sizes.
+    #[arg(long)]
+    pub meta: bool,
+    /// json (one object per line) or table.
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: crate::dump::Format,
+    /// Only records not shipped yet.
+    #[arg(long)]
+    pub pending: bool,
+    /// Only records the intake accepted.
+    #[arg(long)]
+    pub shipped: bool,
+    /// Only records the intake refused for good.
+    #[arg(long)]
+    pub dead: bool,
+    /// Only gap markers (where events may be missing).
+    #[arg(long)]
+    pub gaps: bool,
+    /// Records last seen at or after T: RFC 3339 (2026-11-22T10:00:00Z) or a time
+    /// ago (15m, 2h, 1d).
+    #[arg(long, value_parser = parse_time)]
+    pub since: Option<i64>,
+    /// Records last seen before T (same forms as --since).
+    #[arg(long, value_parser = parse_time)]
+    pub until: Option<i64>,
+    /// Only events in this namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Only events with this reason (case-insensitive), or gaps with this cause.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// At most N records.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Keep printing records as they are journaled (needs --admin for a running
+    /// evrelay).
+    #[arg(long)]
+    pub follow: bool,
+}
+
+impl DumpArgs {
+    pub fn filter(&self) -> crate::dump::Filter {
+        crate::dump::Filter {
+            pending: self.pending,
+            shipped: self.shipped,
+            dead: self.dead,
+            gaps: self.gaps,
+            since_ms: self.since,
+            until_ms: self.until,
+            namespace: self.namespace.clone(),
+            reason: self.reason.clone(),
+            after: None,
+            limit: self.limit,
+        }
+    }
+}
+
+/// A point in time as Unix ms: RFC 3339, or a duration ago (`15m`, `2h`, `1d`).
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t.as_millisecond());
+    }
+    let ago = s
+        .parse::<jiff::Span>()
+        .ok()
+        .and_then(|span| {
+            span.to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+                .ok()
+        })
+        .ok_or_else(|| {
+            format!(
+                "{s:?} is neither RFC 3339 (2026-11-22T10:00:00Z) nor a duration ago (15m, 2h, 1d)"
+            )
+        })?;
+    Ok(jiff::Timestamp::now().as_millisecond() - ago.as_millis() as i64)
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -39,15 +127,8 @@ pub enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Print what the journal holds, one JSON object per record.
-    Dump {
-        /// The data directory to read (a running evrelay's must be stopped or copied).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Print the journal's bookkeeping instead: schema, resume token, cursors, sizes.
-        #[arg(long)]
-        meta: bool,
-    },
+    /// Print what the journal holds: one JSON object per record, or a table.
+    Dump(DumpArgs),
     /// Check the configuration and report every problem; exit 2 if there is one.
     CheckConfig,
 }

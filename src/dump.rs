@@ -1,10 +1,16 @@
-//! `evrelay dump`: what the journal holds, read-only, as JSON lines.
+//! `evrelay dump`: what the journal holds, read-only, as JSON lines or a table,
+//! filtered by state, kind, time, namespace and reason.
+//!
+//! It reads a journal directory itself (a stopped evrelay's, or a copy of a PVC),
+//! or asks a running evrelay through its admin endpoint (`/dump`, `/dump/meta`):
+//! sled locks the directory of a running journal, and the daemon is the one
+//! process allowed to open it.
 //!
 //! The output never contains the API key: the journal never holds it.
 
 use std::io::Write;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::journal::{Journal, JournalError, RecordKind, StoredRecord};
 use crate::ship::SINK;
@@ -16,38 +22,202 @@ pub enum DumpError {
     Journal(#[from] JournalError),
     #[error("writing the dump: {0}")]
     Write(#[from] std::io::Error),
+    #[error("asking the admin endpoint {url}: {source}")]
+    Admin {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
 }
 
-/// One line of `dump`.
-#[derive(Serialize)]
-struct Line<'a> {
-    seq: u64,
-    kind: &'static str,
+/// Where a dump reads from.
+pub enum Source {
+    /// A journal directory, opened here (evrelay must not be running on it).
+    Journal(Journal),
+    /// A running evrelay's admin endpoint, e.g. `http://127.0.0.1:8080`.
+    Admin(String),
+}
+
+/// The header with which `/dump` says how far it scanned, for `--follow`.
+pub const SCANNED_THROUGH: &str = "x-evrelay-scanned-through";
+
+impl Source {
+    /// The records `filter` keeps, and the sequence number scanned through.
+    pub async fn lines(&self, filter: &Filter) -> Result<(Vec<Line>, u64), DumpError> {
+        match self {
+            Source::Journal(journal) => {
+                let head = *journal.subscribe().borrow();
+                Ok((lines(journal, filter)?, head))
+            }
+            Source::Admin(base) => {
+                let url = format!("{}/dump", base.trim_end_matches('/'));
+                let admin = |source| DumpError::Admin {
+                    url: url.clone(),
+                    source,
+                };
+                let response = reqwest::Client::new()
+                    .get(&url)
+                    .query(filter)
+                    .send()
+                    .await
+                    .and_then(|r| r.error_for_status())
+                    .map_err(admin)?;
+                let scanned = response
+                    .headers()
+                    .get(SCANNED_THROUGH)
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .unwrap_or(0);
+                let text = response.text().await.map_err(admin)?;
+                let lines = text
+                    .lines()
+                    .map(serde_json::from_str)
+                    .collect::<Result<Vec<Line>, _>>()
+                    .map_err(std::io::Error::from)?;
+                Ok((lines, scanned))
+            }
+        }
+    }
+
+    pub async fn meta(&self) -> Result<serde_json::Value, DumpError> {
+        match self {
+            Source::Journal(journal) => meta_value(journal),
+            Source::Admin(base) => {
+                let url = format!("{}/dump/meta", base.trim_end_matches('/'));
+                let admin = |source| DumpError::Admin {
+                    url: url.clone(),
+                    source,
+                };
+                reqwest::get(&url)
+                    .await
+                    .and_then(|r| r.error_for_status())
+                    .map_err(admin)?
+                    .json()
+                    .await
+                    .map_err(admin)
+            }
+        }
+    }
+}
+
+/// Prints what `filter` keeps; with `follow`, goes on printing new records every
+/// second until interrupted (`limit` then applies to the first page only).
+pub async fn run(
+    source: &Source,
+    mut filter: Filter,
+    format: Format,
+    follow: bool,
+    out: &mut impl Write,
+) -> Result<(), DumpError> {
+    if format == Format::Table {
+        table_header(out)?;
+    }
+    loop {
+        let (lines, scanned) = source.lines(&filter).await?;
+        print(&lines, format, out)?;
+        if !follow {
+            return Ok(());
+        }
+        let last = lines.last().map(|l| l.seq);
+        filter.after = Some(match (filter.limit, last) {
+            (Some(limit), Some(last)) if lines.len() >= limit => last,
+            _ => scanned.max(filter.after.unwrap_or(0)),
+        });
+        filter.limit = None;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// One line of `dump`. Also what the admin endpoint's `/dump` sends, so a dump
+/// of a running evrelay prints the same way.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Line {
+    pub seq: u64,
+    /// event | gap | damaged
+    pub kind: String,
     /// pending | shipped | dead, against the Datadog sink's cursor and dead letters.
-    state: &'static str,
+    pub state: String,
     /// Why the intake refused it, for dead records.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    dead_reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    uid: &'a str,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    resource_version: &'a str,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    namespace: &'a str,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    involved_kind: &'a str,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    involved_name: &'a str,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    reason: &'a str,
-    #[serde(rename = "type", skip_serializing_if = "str::is_empty")]
-    event_type: &'a str,
-    count: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_timestamp: Option<String>,
-    received_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub resource_version: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub involved_kind: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub involved_name: String,
+    /// The event's reason; for a gap, why events may be missing.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    #[serde(rename = "type", default, skip_serializing_if = "String::is_empty")]
+    pub event_type: String,
+    #[serde(default)]
+    pub count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_timestamp: Option<String>,
+    #[serde(default)]
+    pub received_at: Option<String>,
+    /// For filtering by time: the event's last time, else when it was received.
+    #[serde(skip)]
+    at_ms: Option<i64>,
+}
+
+/// Which records to print. Empty means all.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Filter {
+    pub pending: bool,
+    pub shipped: bool,
+    pub dead: bool,
+    /// Only gap markers.
+    pub gaps: bool,
+    /// Records at or after this time (Unix ms), by the event's last timestamp.
+    pub since_ms: Option<i64>,
+    /// Records before this time (Unix ms).
+    pub until_ms: Option<i64>,
+    pub namespace: Option<String>,
+    pub reason: Option<String>,
+    /// Only records after this sequence number (`--follow` resumes with it).
+    pub after: Option<u64>,
+    /// At most this many records.
+    pub limit: Option<usize>,
+}
+
+impl Filter {
+    fn keeps(&self, line: &Line) -> bool {
+        let states = [
+            (self.pending, "pending"),
+            (self.shipped, "shipped"),
+            (self.dead, "dead"),
+        ];
+        let any_state = states.iter().any(|(on, _)| *on);
+        if any_state && !states.iter().any(|(on, s)| *on && line.state == *s) {
+            return false;
+        }
+        if self.gaps && line.kind != "gap" {
+            return false;
+        }
+        if let Some(ns) = &self.namespace
+            && line.namespace != *ns
+        {
+            return false;
+        }
+        if let Some(reason) = &self.reason
+            && !line.reason.eq_ignore_ascii_case(reason)
+        {
+            return false;
+        }
+        match (line.at_ms, self.since_ms, self.until_ms) {
+            (Some(at), Some(since), _) if at < since => false,
+            (Some(at), _, Some(until)) if at >= until => false,
+            _ => true,
+        }
+    }
 }
 
 fn rfc3339(ms: Option<i64>) -> Option<String> {
@@ -56,11 +226,15 @@ fn rfc3339(ms: Option<i64>) -> Option<String> {
         .map(|t| t.to_string())
 }
 
-/// Writes one JSON object per record, oldest first.
-pub fn records(journal: &Journal, out: &mut impl Write) -> Result<usize, DumpError> {
+/// The records `filter` keeps, oldest first.
+pub fn lines(journal: &Journal, filter: &Filter) -> Result<Vec<Line>, DumpError> {
     let shipped_through = journal.shipped_through(SINK)?;
-    let mut n = 0;
-    for item in journal.iter() {
+    let mut out = Vec::new();
+    let after = filter.after.unwrap_or(0);
+    for item in journal.iter_after(after) {
+        if filter.limit.is_some_and(|l| out.len() >= l) {
+            break;
+        }
         let StoredRecord { seq, record } = item?;
         let dead = journal.dead_letter(seq)?;
         let state = match (&dead, seq <= shipped_through) {
@@ -80,50 +254,139 @@ pub fn records(journal: &Journal, out: &mut impl Write) -> Result<usize, DumpErr
                     kind: match h.kind {
                         RecordKind::Event => "event",
                         RecordKind::Gap => "gap",
-                    },
-                    state,
+                    }
+                    .into(),
+                    state: state.into(),
                     dead_reason,
                     error: None,
-                    uid: &h.uid,
-                    resource_version: &h.resource_version,
-                    namespace: &h.namespace,
-                    involved_kind: &h.involved_kind,
-                    involved_name: &h.involved_name,
-                    reason: &h.reason,
-                    event_type: &h.event_type,
+                    uid: h.uid.clone(),
+                    resource_version: h.resource_version.clone(),
+                    namespace: h.namespace.clone(),
+                    involved_kind: h.involved_kind.clone(),
+                    involved_name: h.involved_name.clone(),
+                    reason: h.reason.clone(),
+                    event_type: h.event_type.clone(),
                     count: h.count,
                     last_timestamp: rfc3339(h.last_timestamp_ms),
                     received_at: rfc3339(Some(h.received_at_ms)),
+                    at_ms: Some(h.last_timestamp_ms.unwrap_or(h.received_at_ms)),
                 }
             }
             Err(e) => Line {
                 seq,
-                kind: "damaged",
-                state,
+                kind: "damaged".into(),
+                state: state.into(),
                 dead_reason,
                 error: Some(e.to_string()),
-                uid: "",
-                resource_version: "",
-                namespace: "",
-                involved_kind: "",
-                involved_name: "",
-                reason: "",
-                event_type: "",
+                uid: String::new(),
+                resource_version: String::new(),
+                namespace: String::new(),
+                involved_kind: String::new(),
+                involved_name: String::new(),
+                reason: String::new(),
+                event_type: String::new(),
                 count: 0,
                 last_timestamp: None,
                 received_at: None,
+                at_ms: None,
             },
         };
-        serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
-        out.write_all(b"\n")?;
-        n += 1;
+        if filter.keeps(&line) {
+            out.push(line);
+        }
+    }
+    Ok(out)
+}
+
+/// How `dump` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One JSON object per line.
+    Json,
+    /// A table for people.
+    Table,
+}
+
+/// The table's header line.
+pub fn table_header(out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:>8}  {:<7}  {:<5}  {:<20}  {:<16}  {:<32}  {:<22}  {:<7}  {:>5}",
+        "SEQ", "STATE", "KIND", "LAST SEEN", "NAMESPACE", "OBJECT", "REASON", "TYPE", "COUNT"
+    )
+}
+
+/// Prints `lines` in `format`.
+pub fn print(lines: &[Line], format: Format, out: &mut impl Write) -> Result<(), DumpError> {
+    for line in lines {
+        match format {
+            Format::Json => {
+                serde_json::to_writer(&mut *out, line).map_err(std::io::Error::from)?;
+                out.write_all(b"\n")?;
+            }
+            Format::Table => {
+                let object = match (line.involved_kind.as_str(), line.involved_name.as_str()) {
+                    ("", "") => String::new(),
+                    (kind, name) => format!("{kind}/{name}"),
+                };
+                let reason = match (&line.dead_reason, &line.error) {
+                    (_, Some(e)) => e.clone(),
+                    (Some(d), _) => format!("{} ({d})", line.reason),
+                    _ => line.reason.clone(),
+                };
+                let when = line
+                    .last_timestamp
+                    .as_deref()
+                    .or(line.received_at.as_deref())
+                    .unwrap_or("");
+                writeln!(
+                    out,
+                    "{:>8}  {:<7}  {:<5}  {:<20}  {:<16}  {:<32}  {:<22}  {:<7}  {:>5}",
+                    line.seq,
+                    line.state,
+                    cut(&line.kind, 5),
+                    cut(when, 20),
+                    cut(&line.namespace, 16),
+                    cut(&object, 32),
+                    cut(&reason, 22),
+                    cut(&line.event_type, 7),
+                    line.count,
+                )?;
+            }
+        }
     }
     out.flush()?;
-    Ok(n)
+    Ok(())
+}
+
+/// At most `n` characters, with `…` where cut.
+fn cut(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(n - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// Writes one JSON object per record, oldest first (no filter).
+pub fn records(journal: &Journal, out: &mut impl Write) -> Result<usize, DumpError> {
+    let lines = lines(journal, &Filter::default())?;
+    print(&lines, Format::Json, out)?;
+    Ok(lines.len())
 }
 
 /// The journal's bookkeeping, as one JSON object.
 pub fn meta(journal: &Journal, out: &mut impl Write) -> Result<(), DumpError> {
+    let value = meta_value(journal)?;
+    serde_json::to_writer_pretty(&mut *out, &value).map_err(std::io::Error::from)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+/// The journal's bookkeeping.
+pub fn meta_value(journal: &Journal) -> Result<serde_json::Value, DumpError> {
     let token = journal.resume_token()?;
     let shipped_through = journal.shipped_through(SINK)?;
     let value = serde_json::json!({
@@ -138,7 +401,139 @@ pub fn meta(journal: &Journal, out: &mut impl Write) -> Result<(), DumpError> {
         "bytes_on_disk": journal.size_on_disk()?,
         "path": journal.path(),
     });
-    serde_json::to_writer_pretty(&mut *out, &value).map_err(std::io::Error::from)?;
-    out.write_all(b"\n")?;
-    Ok(())
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Header, JournalConfig, Record, ResumeToken};
+
+    fn journal(dir: &std::path::Path) -> Journal {
+        let j = Journal::open(&JournalConfig {
+            data_dir: dir.into(),
+            cache_capacity_bytes: 1 << 20,
+            ..Default::default()
+        })
+        .unwrap();
+        let event = |uid: &str, ns: &str, reason: &str, at: i64| {
+            let mut h = Header::blank(RecordKind::Event, at);
+            h.uid = uid.into();
+            h.namespace = ns.into();
+            h.reason = reason.into();
+            h.last_timestamp_ms = Some(at);
+            Record {
+                header: h,
+                raw: b"{}".to_vec(),
+            }
+        };
+        let token = ResumeToken {
+            resource_version: "9".into(),
+            timestamp_ms: 0,
+        };
+        j.append(
+            &[
+                event("a", "shop", "Started", 1_000),
+                event("b", "shop", "BackOff", 2_000),
+                event("c", "web", "Started", 3_000),
+                Record::gap("ResumeTokenExpired", serde_json::json!({})),
+            ],
+            Some(&token),
+        )
+        .unwrap();
+        j.mark_shipped(SINK, 1, &[]).unwrap();
+        j
+    }
+
+    fn seqs(j: &Journal, f: Filter) -> Vec<u64> {
+        lines(j, &f).unwrap().iter().map(|l| l.seq).collect()
+    }
+
+    #[test]
+    fn filters_combine() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = journal(dir.path());
+        assert_eq!(seqs(&j, Filter::default()), [1, 2, 3, 4]);
+        let f = |f: Filter| seqs(&j, f);
+        assert_eq!(
+            f(Filter {
+                shipped: true,
+                ..Default::default()
+            }),
+            [1]
+        );
+        assert_eq!(
+            f(Filter {
+                pending: true,
+                ..Default::default()
+            }),
+            [2, 3, 4]
+        );
+        assert_eq!(
+            f(Filter {
+                gaps: true,
+                ..Default::default()
+            }),
+            [4]
+        );
+        assert_eq!(
+            f(Filter {
+                namespace: Some("shop".into()),
+                pending: true,
+                ..Default::default()
+            }),
+            [2]
+        );
+        assert_eq!(
+            f(Filter {
+                reason: Some("started".into()),
+                ..Default::default()
+            }),
+            [1, 3]
+        );
+        assert_eq!(
+            f(Filter {
+                since_ms: Some(2_000),
+                until_ms: Some(3_000),
+                ..Default::default()
+            }),
+            [2]
+        );
+        assert_eq!(
+            f(Filter {
+                after: Some(2),
+                limit: Some(1),
+                ..Default::default()
+            }),
+            [3]
+        );
+    }
+
+    #[test]
+    fn table_has_one_row_per_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = journal(dir.path());
+        let mut out = Vec::new();
+        table_header(&mut out).unwrap();
+        print(
+            &lines(&j, &Filter::default()).unwrap(),
+            Format::Table,
+            &mut out,
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 5, "{text}");
+        assert!(text.lines().nth(1).unwrap().contains("shipped"), "{text}");
+        assert!(text.contains("ResumeTokenExpired"), "{text}");
+    }
+
+    #[test]
+    fn times_parse_as_rfc3339_or_ago() {
+        use crate::cli::parse_time;
+        assert_eq!(parse_time("1970-01-01T00:00:01Z").unwrap(), 1_000);
+        let ago = jiff::Timestamp::now().as_millisecond() - parse_time("15m").unwrap();
+        assert!((899_000..=901_000).contains(&ago), "{ago}");
+        assert!(parse_time("1d").is_ok());
+        assert!(parse_time("yesterday").unwrap_err().contains("RFC 3339"));
+    }
 }

@@ -1,10 +1,11 @@
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use evrelay::cli::{Cli, Command, LogFormat};
 use evrelay::config::{Config, ConfigError};
+use evrelay::dump::Source;
 use evrelay::journal::{Journal, JournalConfig};
 
 /// Exit code for configuration errors, distinct from runtime failures (1).
@@ -53,20 +54,38 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 anyhow::Ok(())
             })
         }
-        Command::Dump { data_dir, meta } => {
-            // dump needs no API key: read only the journal's settings.
-            let mut journal_config = JournalConfig::default();
-            if let Some(dir) = data_dir.or_else(|| env("EVRELAY_DATA_DIR").map(Into::into)) {
-                journal_config.data_dir = dir;
-            }
-            let journal = Journal::open(&journal_config)?;
-            let mut out = std::io::stdout().lock();
-            if meta {
-                evrelay::dump::meta(&journal, &mut out)?;
-            } else {
-                evrelay::dump::records(&journal, &mut out)?;
-            }
-            Ok(())
+        Command::Dump(args) => {
+            let source = match &args.admin {
+                Some(url) => Source::Admin(url.clone()),
+                None => {
+                    // dump needs no API key: only the journal's place.
+                    let mut journal_config = JournalConfig::default();
+                    if let Some(dir) = args
+                        .data_dir
+                        .clone()
+                        .or_else(|| env("EVRELAY_DATA_DIR").map(Into::into))
+                    {
+                        journal_config.data_dir = dir;
+                    }
+                    Source::Journal(Journal::open(&journal_config)?)
+                }
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(async {
+                let mut out = std::io::stdout().lock();
+                if args.meta {
+                    let meta = source.meta().await?;
+                    serde_json::to_writer_pretty(&mut out, &meta)?;
+                    writeln!(out)?;
+                } else {
+                    evrelay::dump::run(&source, args.filter(), args.format, args.follow, &mut out)
+                        .await?;
+                }
+                anyhow::Ok(())
+            })
         }
         Command::CheckConfig => {
             Config::load(cli.config.as_deref(), env)?;

@@ -91,6 +91,40 @@ async fn forwards_every_event_exactly_once() {
     assert_eq!(get("/healthz").await, (200, "ok\n".to_owned()));
     assert_eq!(get("/readyz").await, (200, "leader, watching\n".to_owned()));
 
+    // `dump` of the running evrelay, through its admin endpoint.
+    let dump_admin = |args: &[&str]| {
+        let output = cp
+            .evrelay(&data)
+            .args(["dump", "--admin", &admin])
+            .args(args)
+            .output()
+            .expect("evrelay dump --admin");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8")
+    };
+    let table = dump_admin(&["--format", "table", "--namespace", "shop", "--limit", "5"]);
+    eprintln!("dump --admin … --format table --namespace shop --limit 5:\n{table}");
+    assert_eq!(table.lines().count(), 6, "header + 5 rows:\n{table}");
+    assert!(
+        table
+            .lines()
+            .skip(1)
+            .all(|l| l.contains(" shipped ") && l.contains("shop")),
+        "{table}"
+    );
+    let shop = dump_admin(&["--namespace", "shop"]);
+    assert_eq!(shop.lines().count(), 34, "events 0, 3, …, 99 are in shop");
+    assert_eq!(dump_admin(&["--pending"]), "", "nothing pending");
+    let meta: serde_json::Value =
+        serde_json::from_str(&dump_admin(&["--meta"])).expect("meta JSON");
+    assert_eq!(meta["shipped_through"]["datadog"], 100);
+    assert_eq!(meta["term"]["epoch"], 1);
+    assert!(!meta.to_string().contains(support::TEST_API_KEY));
+
     let status = evrelay.terminate();
     assert!(
         status.success(),

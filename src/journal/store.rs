@@ -496,6 +496,23 @@ impl Journal {
         })
     }
 
+    /// Every record after `after`, oldest first.
+    pub fn iter_after(
+        &self,
+        after: u64,
+    ) -> impl Iterator<Item = Result<StoredRecord, JournalError>> + '_ {
+        self.inner
+            .events
+            .range((after + 1).to_be_bytes()..)
+            .map(|item| {
+                let (k, v) = item.map_err(|e| self.store_err(e))?;
+                Ok(StoredRecord {
+                    seq: seq_of(&k),
+                    record: Record::decode(&v),
+                })
+            })
+    }
+
     /// The schema version recorded in the journal.
     pub fn schema_version(&self) -> Result<u32, JournalError> {
         Ok(self
