@@ -14,7 +14,7 @@ use crate::delivery;
 
 /// The journal schema this build writes. Older journals are migrated at open
 /// (see `migrations/`); newer ones are refused.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = migrate::latest();
 
 const TREE_EVENTS: &str = "events";
 const TREE_SEEN: &str = "seen";
@@ -208,6 +208,14 @@ impl Journal {
                 let found = u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0xff; 4]));
                 if found > SCHEMA_VERSION {
                     return Err(JournalError::SchemaTooNew { path, found });
+                }
+                let trees = migrate::Trees {
+                    events: &events,
+                    meta: &meta,
+                    tokens: &tokens,
+                };
+                if !migrate::run(&trees, found).map_err(store_err)?.is_empty() {
+                    db.flush().map_err(store_err)?;
                 }
             }
         }
@@ -645,6 +653,7 @@ fn seq_of(bytes: &[u8]) -> u64 {
 }
 
 mod cap;
+mod migrate;
 mod term;
 pub use term::TermStart;
 #[cfg(test)]
