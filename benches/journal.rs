@@ -40,6 +40,7 @@ fn durable_append(c: &mut Criterion) {
             cache_capacity_bytes: 16 * 1024 * 1024,
             max_bytes: 1 << 40,
             seen_ttl_seconds: 7200,
+            retention_seconds: 0,
         })
         .unwrap();
         let bytes: usize = (0..batch).map(|i| event(i).encode().len()).sum();

@@ -53,6 +53,7 @@ const KEYS: &[(&str, Kind, Option<&str>)] = &[
     ("journal.cache_capacity_bytes", Kind::Int, None),
     ("journal.max_bytes", Kind::Int, None),
     ("journal.seen_ttl_seconds", Kind::Int, None),
+    ("journal.retention_seconds", Kind::Int, None),
     ("watch.timeout_seconds", Kind::Int, None),
     ("watch.stall_timeout_seconds", Kind::Int, None),
     ("watch.list_page_size", Kind::Int, None),

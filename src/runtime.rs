@@ -88,9 +88,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         metrics,
     };
     let gc_stop = shutdown.child_token();
-    let gc_task = tokio::spawn(forget_old_events(
+    let gc_task = tokio::spawn(housekeeping(
         journal.clone(),
         Duration::from_secs(node.config.journal.seen_ttl_seconds),
+        Duration::from_secs(node.config.journal.retention_seconds),
         gc_stop.clone(),
     ));
     let result = node.run(&shutdown).await;
@@ -416,8 +417,14 @@ impl Node {
     }
 }
 
-/// Every ten minutes, forgets dedup entries older than `ttl`.
-async fn forget_old_events(journal: Journal, ttl: Duration, stop: CancellationToken) {
+/// Every ten minutes: forgets dedup entries older than `seen_ttl`, and removes
+/// shipped records older than `retention` (0: kept until the byte cap needs room).
+async fn housekeeping(
+    journal: Journal,
+    seen_ttl: Duration,
+    retention: Duration,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(600));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -425,13 +432,25 @@ async fn forget_old_events(journal: Journal, ttl: Duration, stop: CancellationTo
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let before = jiff::Timestamp::now().as_millisecond() - ttl.as_millis() as i64;
+        let now = jiff::Timestamp::now().as_millisecond();
         let journal = journal.clone();
-        match tokio::task::spawn_blocking(move || journal.forget_seen(before)).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::debug!(forgotten = n, "dedup index trimmed"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "trimming the dedup index failed"),
-            Err(e) => tracing::warn!(error = %e, "dedup trim task failed"),
+        let done = tokio::task::spawn_blocking(move || {
+            let forgotten = journal.forget_seen(now - seen_ttl.as_millis() as i64)?;
+            let expired = if retention.is_zero() {
+                0
+            } else {
+                journal.expire_shipped(now - retention.as_millis() as i64)?
+            };
+            Ok::<_, JournalError>((forgotten, expired))
+        })
+        .await;
+        match done {
+            Ok(Ok((0, 0))) => {}
+            Ok(Ok((forgotten, expired))) => {
+                tracing::debug!(forgotten, expired, "journal housekeeping")
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "journal housekeeping failed"),
+            Err(e) => tracing::warn!(error = %e, "journal housekeeping task failed"),
         }
     }
 }

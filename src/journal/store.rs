@@ -64,6 +64,9 @@ pub struct JournalConfig {
     /// How long the dedup index remembers an event. Must exceed the API server's
     /// `--event-ttl` (1 h by default), so a relist never resends a forgotten event.
     pub seen_ttl_seconds: u64,
+    /// How long shipped records are kept for `replay` (0: until the byte cap
+    /// needs the room). Pending records are never removed by age.
+    pub retention_seconds: u64,
 }
 
 impl Default for JournalConfig {
@@ -73,6 +76,7 @@ impl Default for JournalConfig {
             cache_capacity_bytes: 16 * 1024 * 1024,
             max_bytes: 512 * 1024 * 1024,
             seen_ttl_seconds: 2 * 3600,
+            retention_seconds: 3 * 24 * 3600,
         }
     }
 }

@@ -53,25 +53,7 @@ impl Journal {
             victims.push(seq);
         }
 
-        (&inner.events, &inner.dead, &inner.meta)
-            .transaction(|(events, dead, meta)| {
-                for seq in &victims {
-                    events.remove(&seq.to_be_bytes())?;
-                    dead.remove(&seq.to_be_bytes())?;
-                }
-                let add =
-                    |key: &[u8], delta: i64| -> Result<(), ConflictableTransactionError<()>> {
-                        let old = meta.get(key)?.map(|v| seq_of(&v)).unwrap_or(0);
-                        let new = old.saturating_add_signed(delta);
-                        meta.insert(key, &new.to_be_bytes())?;
-                        Ok(())
-                    };
-                add(META_RECORD_BYTES, -(freed as i64))?;
-                add(META_EVICTED_SHIPPED, outcome.evicted_shipped as i64)?;
-                add(META_DROPPED_PENDING, outcome.dropped_pending as i64)?;
-                Ok(())
-            })
-            .map_err(|e| self.tx_err(e))?;
+        self.remove(&victims, freed, outcome)?;
 
         if let Some((first, last)) = pending_range {
             tracing::warn!(
@@ -93,6 +75,59 @@ impl Journal {
             );
         }
         Ok(outcome)
+    }
+
+    /// Removes shipped records received before `before_ms` (retention by age), oldest
+    /// first, stopping at the first pending or newer record. Returns how many.
+    pub fn expire_shipped(&self, before_ms: i64) -> Result<u64, JournalError> {
+        let _serial = self.inner.next_seq.lock().expect("journal lock poisoned");
+        let shipped = self.min_shipped_through()?;
+        let mut victims = Vec::new();
+        let mut freed = 0u64;
+        for item in self.inner.events.range(..=shipped.to_be_bytes()) {
+            let (key, value) = item.map_err(|e| self.store_err(e))?;
+            let received = Record::decode(&value).map(|r| r.header.received_at_ms);
+            // A damaged record's age is unknown; past the cursor it is delivered
+            // or given up, so it goes with its neighbours.
+            if received.as_ref().is_ok_and(|at| *at >= before_ms) {
+                break;
+            }
+            freed += value.len() as u64;
+            victims.push(seq_of(&key));
+        }
+        if victims.is_empty() {
+            return Ok(0);
+        }
+        let outcome = CapOutcome {
+            evicted_shipped: victims.len() as u64,
+            dropped_pending: 0,
+        };
+        self.remove(&victims, freed, outcome)?;
+        Ok(outcome.evicted_shipped)
+    }
+
+    /// Removes `victims` (with their dead letters) and counts them, in one transaction.
+    fn remove(&self, victims: &[u64], freed: u64, outcome: CapOutcome) -> Result<(), JournalError> {
+        let inner = &*self.inner;
+        (&inner.events, &inner.dead, &inner.meta)
+            .transaction(|(events, dead, meta)| {
+                for seq in victims {
+                    events.remove(&seq.to_be_bytes())?;
+                    dead.remove(&seq.to_be_bytes())?;
+                }
+                let add =
+                    |key: &[u8], delta: i64| -> Result<(), ConflictableTransactionError<()>> {
+                        let old = meta.get(key)?.map(|v| seq_of(&v)).unwrap_or(0);
+                        let new = old.saturating_add_signed(delta);
+                        meta.insert(key, &new.to_be_bytes())?;
+                        Ok(())
+                    };
+                add(META_RECORD_BYTES, -(freed as i64))?;
+                add(META_EVICTED_SHIPPED, outcome.evicted_shipped as i64)?;
+                add(META_DROPPED_PENDING, outcome.dropped_pending as i64)?;
+                Ok(())
+            })
+            .map_err(|e| self.tx_err(e))
     }
 
     /// The lowest shipped-through cursor over all sinks (0 when there is none).

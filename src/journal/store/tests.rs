@@ -7,6 +7,7 @@ fn config(dir: &Path) -> JournalConfig {
         cache_capacity_bytes: 1024 * 1024,
         max_bytes: 1 << 30,
         seen_ttl_seconds: 7200,
+        retention_seconds: 0,
     }
 }
 
@@ -404,4 +405,31 @@ fn a_migration_run_again_changes_nothing() {
     assert_eq!(j.schema_version().unwrap(), 2);
     assert_eq!(j.len(), 51);
     assert_eq!(j.inner.tokens.len(), 1);
+}
+
+#[test]
+fn retention_removes_old_shipped_records_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&config(dir.path())).unwrap();
+    let at = |uid: &str, received: i64| {
+        let mut r = event(uid, "1", 1);
+        r.header.received_at_ms = received;
+        r
+    };
+    j.append(
+        &[at("a", 100), at("b", 200), at("c", 300), at("d", 400)],
+        None,
+    )
+    .unwrap();
+    j.mark_shipped("d", 3, &[]).unwrap();
+    let before = j.counters().unwrap().record_bytes;
+    // a and b are older than 250 and shipped; c is newer; d is pending.
+    assert_eq!(j.expire_shipped(250).unwrap(), 2);
+    let left: Vec<u64> = j.iter().map(|r| r.unwrap().seq).collect();
+    assert_eq!(left, [3, 4]);
+    assert!(j.counters().unwrap().record_bytes < before);
+    // Pending records are never removed by age, however old.
+    assert_eq!(j.expire_shipped(i64::MAX).unwrap(), 1);
+    let left: Vec<u64> = j.iter().map(|r| r.unwrap().seq).collect();
+    assert_eq!(left, [4]);
 }
