@@ -10,22 +10,26 @@
 //!   figures are read at scrape time.
 //! - `/dump` and `/dump/meta`: what `evrelay dump --admin URL` reads from a running
 //!   evrelay (its journal directory is locked while it runs). Read-only.
+//! - `POST /replay?since_ms=…[&until_ms=…][&dry_run=true]`: what `evrelay replay
+//!   --admin URL` asks for; answers with the replay's report when it is done.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Problem;
 use crate::dump::{self, Filter};
 use crate::journal::Journal;
 use crate::metrics::Metrics;
-use crate::ship::SINK;
+use crate::ship::replay::Window;
+use crate::ship::{SINK, Shipper};
 
 /// Admin endpoint settings (`admin:` in the config file).
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -67,6 +71,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 struct Shared {
     journal: Journal,
     metrics: Metrics,
+    /// Sends past windows again (`POST /replay`).
+    replayer: Option<Arc<Shipper>>,
+    shutdown: CancellationToken,
 }
 
 /// Serves the admin endpoint on `listener` until `shutdown`.
@@ -74,6 +81,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     journal: Journal,
     metrics: Metrics,
+    replayer: Option<Shipper>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new()
@@ -82,7 +90,13 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/dump", get(dump_lines))
         .route("/dump/meta", get(dump_meta))
-        .with_state(Shared { journal, metrics });
+        .route("/replay", post(replay))
+        .with_state(Shared {
+            journal,
+            metrics,
+            replayer: replayer.map(Arc::new),
+            shutdown: shutdown.clone(),
+        });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
@@ -154,6 +168,39 @@ async fn dump_meta(State(s): State<Shared>) -> Response {
         Ok(meta) => axum::Json(meta).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
+}
+
+/// `evrelay replay --admin`: sends a past window again (`dry_run`: lists it).
+async fn replay(State(s): State<Shared>, Query(window): Query<ReplayQuery>) -> Response {
+    let Some(replayer) = s.replayer.clone() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "replay is not available\n").into_response();
+    };
+    if window.dry_run {
+        let filter = Filter {
+            shipped: true,
+            events: true,
+            since_ms: Some(window.since_ms),
+            until_ms: window.until_ms,
+            ..Default::default()
+        };
+        return dump_lines(State(s), Query(filter)).await;
+    }
+    let w = Window {
+        since_ms: window.since_ms,
+        until_ms: window.until_ms,
+    };
+    match replayer.replay(w, &s.shutdown).await {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ReplayQuery {
+    since_ms: i64,
+    until_ms: Option<i64>,
+    #[serde(default)]
+    dry_run: bool,
 }
 
 async fn healthz(State(s): State<Shared>) -> Response {

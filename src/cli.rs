@@ -76,6 +76,26 @@ pub struct DumpArgs {
     pub follow: bool,
 }
 
+/// `evrelay replay`.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// Events last seen at or after T: RFC 3339 or a time ago (15m, 2h, 1d).
+    #[arg(long, value_parser = parse_time)]
+    pub since: i64,
+    /// Events last seen before T (default: now).
+    #[arg(long, value_parser = parse_time)]
+    pub until: Option<i64>,
+    /// Print what would be sent (as `dump` lines) and send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Ask a running evrelay (its admin endpoint) to replay from its journal.
+    #[arg(long, conflicts_with = "data_dir")]
+    pub admin: Option<String>,
+    /// Replay from this journal directory (evrelay stopped); needs the API key.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
 impl DumpArgs {
     pub fn filter(&self) -> crate::dump::Filter {
         crate::dump::Filter {
@@ -83,6 +103,7 @@ impl DumpArgs {
             shipped: self.shipped,
             dead: self.dead,
             gaps: self.gaps,
+            events: false,
             since_ms: self.since,
             until_ms: self.until,
             namespace: self.namespace.clone(),
@@ -129,6 +150,9 @@ pub enum Command {
     },
     /// Print what the journal holds: one JSON object per record, or a table.
     Dump(DumpArgs),
+    /// Ship a past window again (after Datadog lost data), tagged
+    /// evrelay_replay:<id>; moves no cursor and leaves live shipping alone.
+    Replay(ReplayArgs),
     /// Check the configuration and report every problem; exit 2 if there is one.
     CheckConfig,
 }

@@ -176,6 +176,8 @@ pub struct Filter {
     pub dead: bool,
     /// Only gap markers.
     pub gaps: bool,
+    /// Only events (no gap markers, no damaged records).
+    pub events: bool,
     /// Records at or after this time (Unix ms), by the event's last timestamp.
     pub since_ms: Option<i64>,
     /// Records before this time (Unix ms).
@@ -200,6 +202,9 @@ impl Filter {
             return false;
         }
         if self.gaps && line.kind != "gap" {
+            return false;
+        }
+        if self.events && line.kind != "event" {
             return false;
         }
         if let Some(ns) = &self.namespace

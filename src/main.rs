@@ -3,10 +3,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use evrelay::cli::{Cli, Command, LogFormat};
+use evrelay::cli::{Cli, Command, LogFormat, ReplayArgs};
 use evrelay::config::{Config, ConfigError};
 use evrelay::dump::Source;
 use evrelay::journal::{Journal, JournalConfig};
+use evrelay::ship::replay::Window;
 
 /// Exit code for configuration errors, distinct from runtime failures (1).
 const EXIT_CONFIG: u8 = 2;
@@ -25,6 +26,80 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `evrelay replay`: through a running evrelay, or from a stopped one's journal.
+async fn replay(config: Option<&std::path::Path>, args: ReplayArgs) -> anyhow::Result<()> {
+    let window = Window {
+        since_ms: args.since,
+        until_ms: args.until,
+    };
+    let mut out = std::io::stdout().lock();
+    if let Some(base) = &args.admin {
+        let url = format!("{}/replay", base.trim_end_matches('/'));
+        let mut query = vec![("since_ms", window.since_ms.to_string())];
+        if let Some(until) = window.until_ms {
+            query.push(("until_ms", until.to_string()));
+        }
+        if args.dry_run {
+            query.push(("dry_run", "true".into()));
+        }
+        let response = reqwest::Client::new()
+            .post(&url)
+            .query(&query)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .with_context(|| format!("asking {url}"))?;
+        out.write_all(&response.bytes().await?)?;
+        return Ok(());
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    let mut journal_config = JournalConfig::default();
+    if let Some(dir) = args
+        .data_dir
+        .clone()
+        .or_else(|| env("EVRELAY_DATA_DIR").map(Into::into))
+    {
+        journal_config.data_dir = dir;
+    }
+    let journal = Journal::open(&journal_config)?;
+    if args.dry_run {
+        let filter = evrelay::dump::Filter {
+            shipped: true,
+            events: true,
+            since_ms: Some(window.since_ms),
+            until_ms: window.until_ms,
+            ..Default::default()
+        };
+        let lines = evrelay::dump::lines(&journal, &filter)?;
+        evrelay::dump::print(&lines, evrelay::dump::Format::Json, &mut out)?;
+        return Ok(());
+    }
+    let config = Config::load(config, env)?;
+    let api_key = config
+        .datadog
+        .api_key
+        .clone()
+        .context("the API key is missing")?;
+    let intake = evrelay::ship::Intake::new(
+        &config.datadog.base_url(),
+        api_key,
+        std::time::Duration::from_secs(config.ship.request_timeout_seconds),
+    )?;
+    let shipper = evrelay::ship::Shipper::new(
+        journal,
+        intake,
+        config.datadog.clone(),
+        evrelay::runtime::hostname(&config),
+        config.ship.clone(),
+        evrelay::metrics::Metrics::new(),
+    );
+    let shutdown = evrelay::shutdown::on_signals().context("installing signal handlers")?;
+    let report = shipper.replay(window, &shutdown).await?;
+    serde_json::to_writer_pretty(&mut out, &report)?;
+    writeln!(out)?;
+    Ok(())
 }
 
 /// The error and its causes on one line, each cause once: many errors (kube's,
@@ -86,6 +161,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 }
                 anyhow::Ok(())
             })
+        }
+        Command::Replay(args) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(replay(cli.config.as_deref(), args))
         }
         Command::CheckConfig => {
             Config::load(cli.config.as_deref(), env)?;

@@ -61,6 +61,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     )?;
     let metrics = Metrics::new();
     let admin_stop = CancellationToken::new();
+    let replayer = Shipper::new(
+        journal.clone(),
+        intake.clone(),
+        config.datadog.clone(),
+        hostname(&config),
+        config.ship.clone(),
+        metrics.clone(),
+    );
     let admin_task = match config.admin.address() {
         Some(address) => {
             let listener = tokio::net::TcpListener::bind(address)
@@ -75,6 +83,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                 listener,
                 journal.clone(),
                 metrics.clone(),
+                Some(replayer),
                 admin_stop.clone(),
             )))
         }
@@ -105,6 +114,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     result?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The `internalHostname` of payloads: `datadog.hostname`, else `POD_NAME`.
+pub fn hostname(config: &Config) -> String {
+    config
+        .datadog
+        .hostname
+        .clone()
+        .or_else(|| std::env::var("POD_NAME").ok())
+        .unwrap_or_else(|| "evrelay".into())
 }
 
 /// Everything a term needs, built once.
@@ -244,18 +263,11 @@ impl Node {
             self.config.watch.clone(),
             self.metrics.clone(),
         );
-        let hostname = self
-            .config
-            .datadog
-            .hostname
-            .clone()
-            .or_else(|| std::env::var("POD_NAME").ok())
-            .unwrap_or_else(|| "evrelay".into());
         let shipper = Shipper::new(
             self.journal.clone(),
             self.intake.clone(),
             self.config.datadog.clone(),
-            hostname,
+            hostname(&self.config),
             self.config.ship.clone(),
             self.metrics.clone(),
         );

@@ -125,6 +125,20 @@ async fn forwards_every_event_exactly_once() {
     assert_eq!(meta["term"]["epoch"], 1);
     assert!(!meta.to_string().contains(support::TEST_API_KEY));
 
+    // What a replay of the last hour would send, asked of the running evrelay.
+    let output = cp
+        .evrelay(&data)
+        .args(["replay", "--admin", &admin, "--since", "1h", "--dry-run"])
+        .output()
+        .expect("evrelay replay --dry-run");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 100);
+    assert_eq!(cp.intake_events().len(), 100, "a dry run sent something");
+
     let status = evrelay.terminate();
     assert!(
         status.success(),
@@ -174,6 +188,32 @@ async fn forwards_every_event_exactly_once() {
         !format!("{dump:?}").contains(support::TEST_API_KEY),
         "API key in dump"
     );
+
+    // Replay the window again from the stopped evrelay's journal: each event once
+    // more, tagged as replayed, and the journal unchanged.
+    let output = cp
+        .evrelay(&data)
+        .args(["replay", "--since", "1h"])
+        .output()
+        .expect("evrelay replay");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("report");
+    assert_eq!(report["events"], 100, "{report}");
+    assert_eq!(report["complete"], true);
+    let replay_tag = format!("evrelay_replay:{}", report["replay_id"].as_str().unwrap());
+    let all = cp.intake_events();
+    let replayed: BTreeSet<String> = all
+        .iter()
+        .filter(|e| e.tags.iter().flatten().any(|t| *t == replay_tag))
+        .map(|e| e.event_uid().unwrap().to_owned())
+        .collect();
+    assert_eq!(all.len(), 200);
+    assert_eq!(replayed, created, "each event replayed once, tagged");
+    assert_eq!(cp.dump_meta(&data)["shipped_through"]["datadog"], 100);
 
     eprintln!("e2e forward: {:.1?} wall time", started.elapsed());
 }

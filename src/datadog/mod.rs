@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::config::Problem;
 
 pub use payload::{Body, encode};
-pub use transform::{DdEvent, SOURCE_TYPE_NAME, idempotency_tag, unbundled};
+pub use transform::{DdEvent, SOURCE_TYPE_NAME, idempotency_tag, replay_tag, unbundled};
 
 /// The Datadog sites evrelay knows the intake address of.
 pub const SITES: &[&str] = &[

@@ -52,6 +52,13 @@ pub fn idempotency_tag(uid: &str, resource_version: &str) -> String {
     format!("evrelay_id:{uid}.{resource_version}")
 }
 
+/// The tag on events sent again by `evrelay replay`: `evrelay_replay:<replay id>`
+/// (the replay's start, Unix seconds). They keep their `evrelay_id`, so a replayed
+/// copy can be told from the first delivery and from a duplicate.
+pub fn replay_tag(replay_id: &str) -> String {
+    format!("evrelay_replay:{replay_id}")
+}
+
 /// Maps one event, unbundled: one Datadog event per Kubernetes event.
 pub fn unbundled(event: &KubeEvent<'_>, config: &DatadogConfig) -> DdEvent {
     let kind = text(&event.involved_object.kind);

@@ -9,6 +9,7 @@
 //! head moves, and is otherwise free to fall behind and catch up.
 
 mod deliver;
+pub mod replay;
 mod retry;
 mod service;
 
