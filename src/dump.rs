@@ -532,6 +532,39 @@ mod tests {
         assert!(text.contains("ResumeTokenExpired"), "{text}");
     }
 
+    #[tokio::test]
+    async fn follow_prints_records_as_they_arrive() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = journal(dir.path());
+        let source = Source::Journal(j.clone());
+        let mut out = Vec::new();
+        let later = async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let mut h = Header::blank(RecordKind::Event, 5_000);
+            h.uid = "e".into();
+            j.append(
+                &[Record {
+                    header: h,
+                    raw: b"{}".to_vec(),
+                }],
+                None,
+            )
+            .unwrap();
+            // Two polls of `--follow` (one per second) see it.
+            tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        };
+        tokio::select! {
+            r = run(&source, Filter::default(), Format::Json, true, &mut out) => panic!("follow ended: {r:?}"),
+            () = later => {}
+        }
+        let text = String::from_utf8(out).unwrap();
+        let seqs: Vec<u64> = text
+            .lines()
+            .map(|l| serde_json::from_str::<Line>(l).unwrap().seq)
+            .collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5], "each record once, the new one last");
+    }
+
     #[test]
     fn times_parse_as_rfc3339_or_ago() {
         use crate::cli::parse_time;
