@@ -401,6 +401,7 @@ pub fn meta_value(journal: &Journal) -> Result<serde_json::Value, DumpError> {
         "shipped_token": { SINK: journal.shipped_token(SINK)? },
         "term": journal.term()?,
         "records": journal.len(),
+        "pending": journal.subscribe().borrow().saturating_sub(shipped_through),
         "dead_letters": journal.dead_count(),
         "counters": journal.counters()?,
         "bytes_on_disk": journal.size_on_disk()?,
