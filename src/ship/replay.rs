@@ -2,6 +2,9 @@
 //! lost what it had accepted. Each event goes as it went the first time, with one
 //! more tag, `evrelay_replay:<id>`.
 //!
+//! Events are mapped with `datadog::unbundled`, as the shipper maps them; a change
+//! of mapping (bundling, issue 5) must change both.
+//!
 //! A replay moves no cursor and touches no record: live shipping goes on beside it
 //! and never waits for it. It sends only records already shipped (pending ones are
 //! on their way anyway) and not dead-lettered (the intake refused them for good).
