@@ -55,15 +55,7 @@ async fn replay(config: Option<&std::path::Path>, args: ReplayArgs) -> anyhow::R
         return Ok(());
     }
     let env = |k: &str| std::env::var(k).ok();
-    let mut journal_config = JournalConfig::default();
-    if let Some(dir) = args
-        .data_dir
-        .clone()
-        .or_else(|| env("EVRELAY_DATA_DIR").map(Into::into))
-    {
-        journal_config.data_dir = dir;
-    }
-    let journal = Journal::open(&journal_config)?;
+    let journal = open_journal(args.data_dir.clone())?;
     if args.dry_run {
         let filter = evrelay::dump::Filter {
             shipped: true,
@@ -102,6 +94,16 @@ async fn replay(config: Option<&std::path::Path>, args: ReplayArgs) -> anyhow::R
     Ok(())
 }
 
+/// Opens the journal in `data_dir` (else `EVRELAY_DATA_DIR`, else the default) for
+/// a command that needs no API key: only the journal's place.
+fn open_journal(data_dir: Option<std::path::PathBuf>) -> anyhow::Result<Journal> {
+    let mut config = JournalConfig::default();
+    if let Some(dir) = data_dir.or_else(|| std::env::var_os("EVRELAY_DATA_DIR").map(Into::into)) {
+        config.data_dir = dir;
+    }
+    Ok(Journal::open(&config)?)
+}
+
 /// The error and its causes on one line, each cause once: many errors (kube's,
 /// ours) already print their source, and repeating it buries the message.
 fn explain(e: &anyhow::Error) -> String {
@@ -132,18 +134,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Dump(args) => {
             let source = match &args.admin {
                 Some(url) => Source::Admin(url.clone()),
-                None => {
-                    // dump needs no API key: only the journal's place.
-                    let mut journal_config = JournalConfig::default();
-                    if let Some(dir) = args
-                        .data_dir
-                        .clone()
-                        .or_else(|| env("EVRELAY_DATA_DIR").map(Into::into))
-                    {
-                        journal_config.data_dir = dir;
-                    }
-                    Source::Journal(Journal::open(&journal_config)?)
-                }
+                None => Source::Journal(open_journal(args.data_dir.clone())?),
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

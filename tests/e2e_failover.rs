@@ -69,6 +69,23 @@ impl Cluster {
         self.cp.spawn_evrelay_with(&data, &all)
     }
 
+    /// Lets 40 more events reach the intake under the current leader, stops the
+    /// stream, and waits until every event created is delivered (a failure shows
+    /// the leader's log). Returns the uids created.
+    async fn finish_stream(&self, stream: Stream, leader: &Evrelay) -> Vec<String> {
+        let target = self.cp.intake_events().len() + 40;
+        assert!(eventually(DRAIN, || self.cp.intake_events().len() >= target).await);
+        let created = stream.stop().await;
+        assert!(
+            eventually(DRAIN, || tally(&created, &delivered_uids(&self.cp)).lost
+                == 0)
+            .await,
+            "events lost; leader log:\n{}",
+            leader.log()
+        );
+        created
+    }
+
     async fn holder(&self) -> Option<String> {
         Api::<Lease>::namespaced(self.admin.clone(), NAMESPACE)
             .get_opt("evrelay")
@@ -157,15 +174,7 @@ async fn standby_takes_over_after_kill_9() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let takeover = killed.elapsed();
-    // Keep streaming a little under the new leader, then stop.
-    let target = c.cp.intake_events().len() + 40;
-    assert!(eventually(DRAIN, || c.cp.intake_events().len() >= target).await);
-    let created = stream.stop().await;
-    assert!(
-        eventually(DRAIN, || tally(&created, &delivered_uids(&c.cp)).lost == 0).await,
-        "events lost; standby log:\n{}",
-        b.log()
-    );
+    let created = c.finish_stream(stream, &b).await;
     assert!(b.terminate().success());
     let t = tally(&created, &delivered_uids(&c.cp));
     eprintln!(
@@ -280,14 +289,7 @@ async fn partitioned_leader_steps_down_before_its_lease_expires() {
     proxy.cut();
     let stepped_down = wait_for_log(&a, "leadership lost", DRAIN).await;
     let took_over = wait_for_log(&b, "lease acquired", DRAIN).await;
-    let target = c.cp.intake_events().len() + 40;
-    assert!(eventually(DRAIN, || c.cp.intake_events().len() >= target).await);
-    let created = stream.stop().await;
-    assert!(
-        eventually(DRAIN, || tally(&created, &delivered_uids(&c.cp)).lost == 0).await,
-        "events lost; log of b:\n{}",
-        b.log()
-    );
+    let created = c.finish_stream(stream, &b).await;
 
     let a_hits = intake_a.hits();
     let b_hits = intake_b.hits();
@@ -515,14 +517,7 @@ async fn rolling_restart_loses_and_duplicates_nothing() {
     a = c.replica("evrelay-0", &[]);
     wait_for_log(&a, "standing by", DRAIN).await;
 
-    let target = c.cp.intake_events().len() + 40;
-    assert!(eventually(DRAIN, || c.cp.intake_events().len() >= target).await);
-    let created = stream.stop().await;
-    assert!(
-        eventually(DRAIN, || tally(&created, &delivered_uids(&c.cp)).lost == 0).await,
-        "events lost; log of b:\n{}",
-        b.log()
-    );
+    let created = c.finish_stream(stream, &b).await;
     assert!(b.terminate().success());
     assert!(a.terminate().success());
     let t = tally(&created, &delivered_uids(&c.cp));

@@ -353,18 +353,30 @@ impl Journal {
 
     /// The token the next watch resumes from; `None` on a new journal.
     pub fn resume_token(&self) -> Result<Option<ResumeToken>, JournalError> {
-        let Some(bytes) = self
-            .inner
-            .meta
-            .get(META_TOKEN)
-            .map_err(|e| self.store_err(e))?
-        else {
+        self.decode_from(
+            &self.inner.meta,
+            META_TOKEN,
+            "resume_token",
+            ResumeToken::decode,
+        )
+    }
+
+    /// The value under `key` in `tree`, decoded; `None` when absent. `name` says
+    /// which value in an error.
+    fn decode_from<T>(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+        name: &str,
+        decode: impl Fn(&[u8]) -> Result<T, RecordError>,
+    ) -> Result<Option<T>, JournalError> {
+        let Some(bytes) = tree.get(key).map_err(|e| self.store_err(e))? else {
             return Ok(None);
         };
-        ResumeToken::decode(&bytes)
+        decode(&bytes)
             .map(Some)
             .map_err(|source| JournalError::Meta {
-                key: String::from_utf8_lossy(META_TOKEN).into_owned(),
+                key: name.to_owned(),
                 source,
             })
     }
@@ -407,20 +419,13 @@ impl Journal {
 
     /// Why the record at `seq` was dead-lettered, if it was.
     pub fn dead_letter(&self, seq: u64) -> Result<Option<DeadLetter>, JournalError> {
-        let Some(bytes) = self
-            .inner
-            .dead
-            .get(seq.to_be_bytes())
-            .map_err(|e| self.store_err(e))?
-        else {
-            return Ok(None);
-        };
-        DeadLetter::decode(&bytes)
-            .map(Some)
-            .map_err(|source| JournalError::Meta {
-                key: format!("dead/{seq}"),
-                source,
-            })
+        let name = format!("dead/{seq}");
+        self.decode_from(
+            &self.inner.dead,
+            &seq.to_be_bytes(),
+            &name,
+            DeadLetter::decode,
+        )
     }
 
     /// Forgets, from the dedup index, occurrences journaled before `before_ms`.

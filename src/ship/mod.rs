@@ -174,16 +174,7 @@ impl<T: Transport> Shipper<T> {
             let settled = if items.is_empty() {
                 Settled::default()
             } else {
-                let mut attempts = Attempts {
-                    transport: &self.intake,
-                    hostname: &self.hostname,
-                    delays: &mut delays,
-                    forbidden_pause: Duration::from_secs(self.config.max_backoff_seconds),
-                    grace: Duration::from_secs(self.config.shutdown_grace_seconds),
-                    shutdown: &shutdown,
-                    metrics: &self.metrics,
-                };
-                match attempts.settle(&items).await {
+                match self.attempts(&mut delays, &shutdown).settle(&items).await {
                     Some(settled) => settled,
                     None => return Ok(()), // shutdown: the batch stays pending
                 }
@@ -214,6 +205,23 @@ impl<T: Transport> Shipper<T> {
                 requests = settled.requests,
                 "batch shipped"
             );
+        }
+    }
+
+    /// The delivery loop for one batch, with this shipper's settings.
+    fn attempts<'a>(
+        &'a self,
+        delays: &'a mut Delays,
+        shutdown: &'a CancellationToken,
+    ) -> Attempts<'a, T> {
+        Attempts {
+            transport: &self.intake,
+            hostname: &self.hostname,
+            delays,
+            forbidden_pause: Duration::from_secs(self.config.max_backoff_seconds),
+            grace: Duration::from_secs(self.config.shutdown_grace_seconds),
+            shutdown,
+            metrics: &self.metrics,
         }
     }
 

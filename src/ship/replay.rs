@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Attempts, Delays, SINK, ShipError, Shipper, Transport};
+use super::{Delays, SINK, ShipError, Shipper, Transport};
 use crate::datadog;
 use crate::event::KubeEvent;
 use crate::journal::{Journal, JournalError, Record, RecordKind};
@@ -97,16 +97,7 @@ impl<T: Transport> Shipper<T> {
                     (*seq, dd)
                 })
                 .collect();
-            let mut attempts = Attempts {
-                transport: &self.intake,
-                hostname: &self.hostname,
-                delays: &mut delays,
-                forbidden_pause: Duration::from_secs(self.config.max_backoff_seconds),
-                grace: Duration::from_secs(self.config.shutdown_grace_seconds),
-                shutdown,
-                metrics: &self.metrics,
-            };
-            let Some(settled) = attempts.settle(&items).await else {
+            let Some(settled) = self.attempts(&mut delays, shutdown).settle(&items).await else {
                 tracing::warn!(replay_id = %report.replay_id, sent = report.events, "replay interrupted by shutdown");
                 return Ok(report);
             };

@@ -33,20 +33,7 @@ impl Journal {
     /// The term the journal was last written under; `None` for a journal that has
     /// never led (or predates leadership).
     pub fn term(&self) -> Result<Option<Term>, JournalError> {
-        let Some(bytes) = self
-            .inner
-            .meta
-            .get(META_TERM)
-            .map_err(|e| self.store_err(e))?
-        else {
-            return Ok(None);
-        };
-        Term::decode(&bytes)
-            .map(Some)
-            .map_err(|source| JournalError::Meta {
-                key: String::from_utf8_lossy(META_TERM).into_owned(),
-                source,
-            })
+        self.decode_from(&self.inner.meta, META_TERM, "term", Term::decode)
     }
 
     /// The newest resume token that covers nothing the sink has not delivered:
@@ -55,7 +42,7 @@ impl Journal {
     /// delivery.
     pub fn shipped_token(&self, sink: &str) -> Result<Option<ResumeToken>, JournalError> {
         let through = self.shipped_through(sink)?;
-        let Some((_, bytes)) = self
+        let Some((key, _)) = self
             .inner
             .tokens
             .range(..=through.to_be_bytes())
@@ -65,12 +52,8 @@ impl Journal {
         else {
             return Ok(None);
         };
-        ResumeToken::decode(&bytes)
-            .map(Some)
-            .map_err(|source| JournalError::Meta {
-                key: format!("tokens/{through}"),
-                source,
-            })
+        let name = format!("tokens/{}", seq_of(&key));
+        self.decode_from(&self.inner.tokens, &key, &name, ResumeToken::decode)
     }
 
     /// Drops token entries older than the newest one at or below `through`.
