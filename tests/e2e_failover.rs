@@ -1,6 +1,6 @@
 //! High availability against the real kube-apiserver and Datadog's fakeintake: two
 //! evrelay processes, a Lease, the token ConfigMap, and failovers of every kind.
-//! evrelay runs with a token of the ServiceAccount in `deploy/rbac.yaml`, never as
+//! evrelay runs with a token of the ServiceAccount in `deploy/base/rbac.yaml`, never as
 //! an admin. Every test counts by event uid at the intake and prints a `figures:`
 //! line.
 
@@ -334,7 +334,7 @@ async fn partitioned_leader_steps_down_before_its_lease_expires() {
 
 /// 4. Taking over from the Datadog Cluster Agent: its `datadogtoken` ConfigMap
 ///    holds the checkpoint; nothing older is sent. Also checks that evrelay's
-///    ServiceAccount can do nothing beyond `deploy/rbac.yaml`.
+///    ServiceAccount can do nothing beyond `deploy/base/rbac.yaml`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resumes_from_a_cluster_agent_configmap() {
     let c = Cluster::start("app").await;

@@ -1,4 +1,4 @@
-//! For the HA tests: the RBAC of `deploy/rbac.yaml` applied for real, a kubeconfig
+//! For the HA tests: the RBAC of `deploy/base/rbac.yaml` applied for real, a kubeconfig
 //! with a token of its ServiceAccount (so evrelay runs with exactly those rights),
 //! and a TCP proxy in front of the API server that the test can cut.
 
@@ -15,13 +15,14 @@ use tokio::sync::watch;
 
 use super::{ControlPlane, create_namespace, repo};
 
-/// The namespace `deploy/rbac.yaml` grants evrelay its Lease and ConfigMap in.
+/// The namespace `deploy/base/rbac.yaml` grants evrelay its Lease and ConfigMap in.
 pub const NAMESPACE: &str = "evrelay";
 
-/// Applies `deploy/rbac.yaml` (creating the namespace first).
+/// Applies `deploy/base/rbac.yaml` (creating the namespace first).
 pub async fn apply_rbac(client: &kube::Client) {
     create_namespace(client, NAMESPACE).await;
-    let text = std::fs::read_to_string(repo().join("deploy/rbac.yaml")).expect("deploy/rbac.yaml");
+    let text = std::fs::read_to_string(repo().join("deploy/base/rbac.yaml"))
+        .expect("deploy/base/rbac.yaml");
     let pp = PostParams::default();
     let mut applied = 0;
     for doc in text.split("\n---\n") {
