@@ -76,6 +76,19 @@ async fn manifests_render_alike_and_the_api_server_accepts_them() {
     let (kustomize, helm) = (cp.var("EVRELAY_KUSTOMIZE"), cp.var("EVRELAY_HELM"));
     let chart = "deploy/helm/evrelay";
 
+    // The chart passes Helm's own checks.
+    let lint = Command::new(helm)
+        .args(["lint", "--strict", chart])
+        .current_dir(repo())
+        .output()
+        .expect("helm lint");
+    assert!(
+        lint.status.success(),
+        "helm lint: {}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+
     // Kustomize base and overlays against the chart with the matching values.
     let base = render(kustomize, &["build", "deploy/base"]);
     let ha = render(kustomize, &["build", "deploy/overlays/ha"]);
