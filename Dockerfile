@@ -8,7 +8,7 @@ WORKDIR /src
 # Dependencies first, so a source change does not rebuild them.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && echo 'fn main() {}' > benches/journal.rs \
+    && for b in journal pipeline; do echo 'fn main() {}' > benches/$b.rs; done \
     && cargo build --release --locked \
     && rm -rf src benches
 COPY src ./src
