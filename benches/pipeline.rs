@@ -13,7 +13,10 @@ use evrelay::journal::{Header, Journal, JournalConfig, Record, RecordKind};
 const BATCH: usize = 500;
 
 fn raw(i: usize) -> Vec<u8> {
-    let message = format!("Back-off restarting failed container api in pod api-{i}: {}", "x".repeat(600));
+    let message = format!(
+        "Back-off restarting failed container api in pod api-{i}: {}",
+        "x".repeat(600)
+    );
     format!(
         r#"{{"kind":"Event","apiVersion":"v1","metadata":{{"name":"api-{i}.17f2","namespace":"shop","uid":"0b6c-{i}","resourceVersion":"{i}","creationTimestamp":"2026-11-22T10:00:00Z"}},"involvedObject":{{"kind":"Pod","name":"api-{i}","namespace":"shop","uid":"pod-{i}","apiVersion":"v1","fieldPath":"spec.containers{{api}}"}},"reason":"BackOff","message":"{message}","source":{{"component":"kubelet","host":"node-{n}"}},"firstTimestamp":"2026-11-22T10:00:00Z","lastTimestamp":"2026-11-22T10:05:00Z","count":7,"type":"Warning","reportingComponent":"kubelet","reportingInstance":"node-{n}"}}"#,
         n = i % 10
@@ -38,7 +41,9 @@ fn transform_and_encode(c: &mut Criterion) {
         .iter()
         .map(|r| datadog::unbundled(&KubeEvent::parse(r).unwrap(), &config))
         .collect();
-    group.bench_function("encode_zstd_500", |b| b.iter(|| datadog::encode(&mapped, "evrelay-0")));
+    group.bench_function("encode_zstd_500", |b| {
+        b.iter(|| datadog::encode(&mapped, "evrelay-0"))
+    });
     group.bench_function("transform_encode_500", |b| {
         b.iter(|| {
             let mapped: Vec<_> = events
@@ -77,7 +82,10 @@ fn dump_scan(c: &mut Criterion) {
                 header.namespace = if i % 10 == 0 { "shop" } else { "web" }.into();
                 header.reason = "BackOff".into();
                 header.last_timestamp_ms = Some(1_700_000_000_000 + i as i64);
-                Record { header, raw: raw(i) }
+                Record {
+                    header,
+                    raw: raw(i),
+                }
             })
             .collect();
         journal.append(&records, None).unwrap();

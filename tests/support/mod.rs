@@ -11,6 +11,7 @@
 
 pub mod faulty;
 pub mod ha;
+pub mod load;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -284,6 +285,11 @@ impl Evrelay {
         let mut child = self.child.take().expect("running");
         child.kill().expect("kill -9");
         child.wait().expect("reap");
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     /// Whether the process is still running.
