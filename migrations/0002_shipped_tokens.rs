@@ -8,8 +8,13 @@
 //! unknown until the next write, and a takeover in between resumes from the
 //! ConfigMap's older token (more duplicates, never a loss).
 //!
-//! Crash-safe: the entry and the new schema version are one transaction; a step
-//! killed before it commits leaves schema 1 and runs again at the next open.
+//! It also counts the records once into `meta` (`record_count`), which schema 2
+//! keeps in the transactions that add and remove records, so that the journal's
+//! length is read, not counted (sled's own count walks the whole tree).
+//!
+//! Crash-safe: the entry, the count and the new schema version are one
+//! transaction; a step killed before it commits leaves schema 1 and runs again at
+//! the next open.
 
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
@@ -30,12 +35,14 @@ pub(super) fn step(trees: &Trees<'_>) -> Result<(), sled::transaction::Transacti
         .map(|v| super::seq_of(&v))
         .unwrap_or(0);
     let token = trees.meta.get(b"resume_token")?;
+    let count = trees.events.len() as u64;
     (trees.meta, trees.tokens).transaction(|(meta, tokens)| {
         if let Some(token) = &token
             && shipped >= head
         {
             tokens.insert(&head.to_be_bytes(), token.clone())?;
         }
+        meta.insert(b"record_count".as_slice(), &count.to_be_bytes())?;
         meta.insert(super::META_SCHEMA, &VERSION.to_be_bytes())?;
         Ok::<_, ConflictableTransactionError<()>>(())
     })

@@ -13,6 +13,7 @@
 mod support;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,21 +26,28 @@ use support::{ControlPlane, Evrelay, eventually};
 
 type Received = Arc<Mutex<Vec<(i64, Bytes)>>>;
 
-/// An intake that answers 202 at once and keeps each body with its arrival time.
-async fn recording_intake() -> (String, Received) {
+/// An intake that answers 202 at once and keeps each body with its arrival time;
+/// while `down` is set it answers 503 and keeps nothing (an outage).
+async fn recording_intake() -> (String, Received, Arc<AtomicBool>) {
     let received: Received = Arc::default();
+    let down = Arc::new(AtomicBool::new(false));
     let app = Router::new()
-        .fallback(|State(r): State<Received>, body: Bytes| async move {
-            r.lock()
-                .unwrap()
-                .push((jiff::Timestamp::now().as_millisecond(), body));
-            StatusCode::ACCEPTED
-        })
-        .with_state(received.clone());
+        .fallback(
+            |State((r, down)): State<(Received, Arc<AtomicBool>)>, body: Bytes| async move {
+                if down.load(Ordering::Relaxed) {
+                    return StatusCode::SERVICE_UNAVAILABLE;
+                }
+                r.lock()
+                    .unwrap()
+                    .push((jiff::Timestamp::now().as_millisecond(), body));
+                StatusCode::ACCEPTED
+            },
+        )
+        .with_state((received.clone(), down.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, received)
+    (url, received, down)
 }
 
 /// First arrival (Unix ms) of each `evrelay_id`, and the events received, decoded
@@ -111,9 +119,9 @@ struct Report {
     seconds: f64,
 }
 
-async fn scenario(name: &str, load: Load) {
+async fn scenario(name: &str, load: Load, outage: Option<Duration>) {
     let cp = ControlPlane::start();
-    let (url, received) = recording_intake().await;
+    let (url, received, down) = recording_intake().await;
     let data = cp.data_dir("bench");
     let evrelay: Evrelay = cp.spawn_evrelay_with(
         &data,
@@ -136,7 +144,35 @@ async fn scenario(name: &str, load: Load) {
     }
 
     let started = Instant::now();
+    if outage.is_some() {
+        down.store(true, Ordering::Relaxed);
+    }
     let occurrences = load::run(cp.client().await, &load).await;
+    if let Some(outage) = outage {
+        // The load ran for the outage's length; the intake comes back now, and
+        // the whole backlog drains.
+        let elapsed = started.elapsed();
+        if elapsed < outage {
+            tokio::time::sleep(outage - elapsed).await;
+        }
+        let backlog = occurrences.len();
+        down.store(false, Ordering::Relaxed);
+        let back = Instant::now();
+        let mut arrivals = Arrivals::default();
+        let ids: Vec<&str> = occurrences.iter().map(|o| o.id.as_str()).collect();
+        assert!(
+            eventually(Duration::from_secs(600), || {
+                arrivals.update(&received);
+                ids.iter().all(|id| arrivals.first.contains_key(*id))
+            })
+            .await
+        );
+        let drain = back.elapsed().as_secs_f64();
+        eprintln!(
+            "bench: {name} backlog={backlog} drained_in={drain:.1}s drain_rate={:.0}/s",
+            backlog as f64 / drain
+        );
+    }
     let report = Report {
         seconds: started.elapsed().as_secs_f64(),
         occurrences,
@@ -207,7 +243,7 @@ async fn steady() {
         bump_every: 10,
         concurrency: 64,
     };
-    scenario("steady", load).await;
+    scenario("steady", load, None).await;
 }
 
 /// A burst: `EVRELAY_BENCH_BURST` events (default 50 000) as fast as the API
@@ -224,5 +260,107 @@ async fn burst() {
         bump_every: 0,
         concurrency: 64,
     };
-    scenario("burst", load).await;
+    scenario("burst", load, None).await;
+}
+
+/// Catch-up: the intake answers 503 for `EVRELAY_BENCH_OUTAGE_SECONDS` (default
+/// 600) while events come at `EVRELAY_BENCH_RATE` (default 100/s); then it comes
+/// back and the backlog drains (drain rate in the `bench:` line).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run on demand"]
+async fn outage_catch_up() {
+    let outage = Duration::from_secs(env_or("EVRELAY_BENCH_OUTAGE_SECONDS", 600));
+    let load = Load {
+        rate: env_or("EVRELAY_BENCH_RATE", 100) as u32,
+        duration: outage,
+        namespaces: 5,
+        objects: 20,
+        bump_every: 10,
+        concurrency: 64,
+    };
+    scenario("outage", load, Some(outage)).await;
+}
+
+/// Start-up with a backlog: a journal with `EVRELAY_BENCH_BACKLOG` (default
+/// 1 000 000) pending records, written directly, then evrelay started on it: time
+/// to the first shipped batch, time to drain, peak RSS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run on demand"]
+async fn startup_with_backlog() {
+    use evrelay::journal::{Header, Journal, JournalConfig, Record, RecordKind, ResumeToken};
+    let n = env_or("EVRELAY_BENCH_BACKLOG", 1_000_000) as usize;
+    let cp = ControlPlane::start();
+    let data = cp.data_dir("bench");
+    {
+        let journal = Journal::open(&JournalConfig {
+            data_dir: data.clone(),
+            max_bytes: 4 << 30,
+            ..Default::default()
+        })
+        .unwrap();
+        let now = jiff::Timestamp::now().as_millisecond();
+        let message = "x".repeat(600);
+        for chunk in (0..n).collect::<Vec<_>>().chunks(512) {
+            let records: Vec<Record> = chunk
+                .iter()
+                .map(|&i| {
+                    let mut header = Header::blank(RecordKind::Event, now);
+                    header.uid = format!("backlog-{i}");
+                    header.resource_version = "1".into();
+                    header.last_timestamp_ms = Some(now);
+                    let raw = format!(
+                        r#"{{"kind":"Event","metadata":{{"name":"p.{i}","namespace":"load-0","uid":"backlog-{i}","resourceVersion":"1"}},"involvedObject":{{"kind":"Pod","name":"p","namespace":"load-0"}},"reason":"BackOff","message":"{message}","type":"Warning","count":1}}"#
+                    );
+                    Record { header, raw: raw.into_bytes() }
+                })
+                .collect();
+            journal.append(&records, None).unwrap();
+        }
+        // A token the API server will answer 410 for is fine: evrelay relists.
+        journal
+            .set_token(&ResumeToken {
+                resource_version: "1".into(),
+                timestamp_ms: now,
+            })
+            .unwrap();
+        journal.sync().unwrap();
+    }
+    let (url, received, _) = recording_intake().await;
+    let started = Instant::now();
+    let evrelay = cp.spawn_evrelay_with(
+        &data,
+        &[
+            ("DD_URL", url.as_str()),
+            ("RUST_LOG", "info"),
+            ("POD_NAME", "evrelay-0"),
+            ("EVRELAY_JOURNAL_MAX_BYTES", &(4u64 << 30).to_string()),
+        ],
+    );
+    let pid = evrelay.pid();
+    assert!(
+        eventually(Duration::from_secs(120), || !received
+            .lock()
+            .unwrap()
+            .is_empty())
+        .await
+    );
+    let first_batch = started.elapsed();
+    let mut arrivals = Arrivals::default();
+    assert!(
+        eventually(Duration::from_secs(1800), || {
+            arrivals.update(&received);
+            arrivals.total >= n
+        })
+        .await,
+        "backlog not drained"
+    );
+    let drained = started.elapsed();
+    let (cpu, rss_kib) = usage(pid);
+    eprintln!(
+        "bench: startup backlog={n} first_batch_after={first_batch:.2?} drained_in={drained:.1?} drain_rate={:.0}/s cpu_s={cpu:.1} peak_rss_mib={:.1}",
+        n as f64 / drained.as_secs_f64(),
+        rss_kib as f64 / 1024.0
+    );
+    let mut evrelay = evrelay;
+    assert!(evrelay.terminate().success());
 }

@@ -27,6 +27,9 @@ const META_TOKEN: &[u8] = b"resume_token";
 const META_SHIPPED_PREFIX: &str = "shipped_through/";
 /// Bytes of all records in `events`, kept in the transactions that change them.
 const META_RECORD_BYTES: &[u8] = b"record_bytes";
+/// Records in `events`, kept in the transactions that change them (sled's own
+/// `len` walks the whole tree).
+const META_RECORD_COUNT: &[u8] = b"record_count";
 /// Pending records dropped by the byte cap, ever (each one a loss, and marked).
 const META_DROPPED_PENDING: &[u8] = b"dropped_pending";
 /// Shipped records removed by the byte cap, ever (no loss: they were delivered).
@@ -321,6 +324,12 @@ impl Journal {
                         .map(|v| seq_of(&v))
                         .unwrap_or(0);
                     meta.insert(META_RECORD_BYTES, &(total + added).to_be_bytes())?;
+                    let count = meta
+                        .get(META_RECORD_COUNT)?
+                        .map(|v| seq_of(&v))
+                        .unwrap_or(0);
+                    let new = count + outcome.journaled as u64;
+                    meta.insert(META_RECORD_COUNT, &new.to_be_bytes())?;
                 }
                 if let Some(token) = token {
                     meta.insert(META_TOKEN, token.encode())?;
@@ -543,7 +552,12 @@ impl Journal {
 
     /// The number of records (events and gap markers).
     pub fn len(&self) -> usize {
-        self.inner.events.len()
+        self.inner
+            .meta
+            .get(META_RECORD_COUNT)
+            .ok()
+            .flatten()
+            .map_or(0, |v| seq_of(&v) as usize)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -11,7 +11,7 @@ use sled::transaction::ConflictableTransactionError;
 
 use super::{
     CapOutcome, Journal, JournalError, META_DROPPED_PENDING, META_EVICTED_SHIPPED,
-    META_RECORD_BYTES, META_SHIPPED_PREFIX, seq_of,
+    META_RECORD_BYTES, META_RECORD_COUNT, META_SHIPPED_PREFIX, seq_of,
 };
 use crate::journal::record::{Record, RecordKind};
 
@@ -123,6 +123,7 @@ impl Journal {
                         Ok(())
                     };
                 add(META_RECORD_BYTES, -(freed as i64))?;
+                add(META_RECORD_COUNT, -(victims.len() as i64))?;
                 add(META_EVICTED_SHIPPED, outcome.evicted_shipped as i64)?;
                 add(META_DROPPED_PENDING, outcome.dropped_pending as i64)?;
                 Ok(())

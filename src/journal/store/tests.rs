@@ -433,3 +433,23 @@ fn retention_removes_old_shipped_records_only() {
     let left: Vec<u64> = j.iter().map(|r| r.unwrap().seq).collect();
     assert_eq!(left, [4]);
 }
+
+#[test]
+fn the_record_count_follows_appends_and_removals() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.max_bytes = 64 * 1024;
+    let j = Journal::open(&cfg).unwrap();
+    assert_eq!(j.len(), 0);
+    for i in 0..200 {
+        let mut r = event(&format!("u{i}"), "1", 1);
+        r.raw = vec![b'x'; 1000];
+        j.append(&[r], None).unwrap();
+        assert_eq!(j.len(), j.inner.events.len(), "after append {i}");
+    }
+    assert!(j.len() < 200, "the cap removed some");
+    j.mark_shipped("d", u64::MAX, &[]).unwrap();
+    j.expire_shipped(i64::MAX).unwrap();
+    assert_eq!(j.len(), j.inner.events.len());
+    assert_eq!(j.len(), 0);
+}
