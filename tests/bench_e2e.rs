@@ -87,6 +87,14 @@ impl Arrivals {
     }
 }
 
+/// Waits (up to 2 minutes) for the intake's first request; whether it came.
+async fn first_arrival(received: &Received) -> bool {
+    eventually(Duration::from_secs(120), || {
+        !received.lock().unwrap().is_empty()
+    })
+    .await
+}
+
 /// CPU seconds (user + system) and peak RSS (KiB) of a running process.
 fn usage(pid: u32) -> (f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -160,13 +168,7 @@ async fn scenario(name: &str, load: Load, outage: Option<Duration>) {
         let back = Instant::now();
         // The shipper is asleep in its retry backoff (capped at
         // ship.max_backoff_seconds); the drain proper starts at the first 2xx.
-        assert!(
-            eventually(Duration::from_secs(120), || !received
-                .lock()
-                .unwrap()
-                .is_empty())
-            .await
-        );
+        assert!(first_arrival(&received).await);
         let resumed = back.elapsed();
         let first = Instant::now();
         let mut arrivals = Arrivals::default();
@@ -348,13 +350,7 @@ async fn startup_with_backlog() {
         ],
     );
     let pid = evrelay.pid();
-    assert!(
-        eventually(Duration::from_secs(120), || !received
-            .lock()
-            .unwrap()
-            .is_empty())
-        .await
-    );
+    assert!(first_arrival(&received).await, "nothing shipped");
     let first_batch = started.elapsed();
     let mut arrivals = Arrivals::default();
     assert!(

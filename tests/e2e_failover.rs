@@ -86,6 +86,18 @@ impl Cluster {
         created
     }
 
+    /// Waits until every uid in `created` is at the intake (a failure shows the
+    /// replica's log).
+    async fn wait_delivered(&self, created: &[String], replica: &Evrelay) {
+        assert!(
+            eventually(DRAIN, || tally(created, &delivered_uids(&self.cp)).lost
+                == 0)
+            .await,
+            "events lost; log:\n{}",
+            replica.log()
+        );
+    }
+
     async fn holder(&self) -> Option<String> {
         Api::<Lease>::namespaced(self.admin.clone(), NAMESPACE)
             .get_opt("evrelay")
@@ -243,11 +255,7 @@ async fn failover_onto_an_empty_disk_resumes_from_the_configmap() {
     for i in 0..20 {
         created.push(create_event(&c.admin, "app", "api-0", "After", &format!("after {i}")).await);
     }
-    assert!(
-        eventually(DRAIN, || tally(&created, &delivered_uids(&c.cp)).lost == 0).await,
-        "log:\n{}",
-        b.log()
-    );
+    c.wait_delivered(&created, &b).await;
     assert!(b.terminate().success());
     let t = tally(&created, &delivered_uids(&c.cp));
     let meta = c.cp.dump_meta(&c.cp.data_dir("evrelay-1"));
@@ -382,11 +390,7 @@ async fn resumes_from_a_cluster_agent_configmap() {
     for i in 0..5 {
         new.push(create_event(&c.admin, "app", "api-0", "New", &format!("later {i}")).await);
     }
-    assert!(
-        eventually(DRAIN, || tally(&new, &delivered_uids(&c.cp)).lost == 0).await,
-        "log:\n{}",
-        a.log()
-    );
+    c.wait_delivered(&new, &a).await;
     let delivered = delivered_uids(&c.cp);
     let resent_old = old.iter().filter(|u| delivered.contains(u)).count();
     let t = tally(&new, &delivered);
