@@ -28,7 +28,7 @@ use crate::config::Problem;
 use crate::dump::{self, Filter};
 use crate::journal::Journal;
 use crate::metrics::Metrics;
-use crate::ship::replay::Window;
+use crate::ship::replay::{self, Window};
 use crate::ship::{SINK, Shipper};
 
 /// Admin endpoint settings (`admin:` in the config file).
@@ -105,13 +105,10 @@ pub async fn serve(
 async fn metrics_text(State(s): State<Shared>) -> Response {
     let journal = s.journal.clone();
     let figures = tokio::task::spawn_blocking(move || {
-        let head = *journal.subscribe().borrow();
-        let shipped = journal.shipped_through(SINK)?;
-        let counters = journal.counters()?;
         Ok::<_, crate::journal::JournalError>((
-            counters.record_bytes,
+            journal.counters()?.record_bytes,
             journal.len(),
-            head.saturating_sub(shipped),
+            journal.pending(SINK)?,
         ))
     })
     .await;
@@ -132,7 +129,7 @@ async fn metrics_text(State(s): State<Shared>) -> Response {
 async fn dump_lines(State(s): State<Shared>, Query(filter): Query<Filter>) -> Response {
     let journal = s.journal.clone();
     let result = tokio::task::spawn_blocking(move || {
-        let head = *journal.subscribe().borrow();
+        let head = journal.head();
         dump::lines(&journal, &filter).map(|lines| (lines, head))
     })
     .await
@@ -175,20 +172,13 @@ async fn replay(State(s): State<Shared>, Query(window): Query<ReplayQuery>) -> R
     let Some(replayer) = s.replayer.clone() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "replay is not available\n").into_response();
     };
-    if window.dry_run {
-        let filter = Filter {
-            shipped: true,
-            events: true,
-            since_ms: Some(window.since_ms),
-            until_ms: window.until_ms,
-            ..Default::default()
-        };
-        return dump_lines(State(s), Query(filter)).await;
-    }
     let w = Window {
         since_ms: window.since_ms,
         until_ms: window.until_ms,
     };
+    if window.dry_run {
+        return dump_lines(State(s), Query(replay::dry_run_filter(w))).await;
+    }
     match replayer.replay(w, &s.shutdown).await {
         Ok(report) => axum::Json(report).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),

@@ -45,10 +45,7 @@ impl Source {
     /// The records `filter` keeps, and the sequence number scanned through.
     pub async fn lines(&self, filter: &Filter) -> Result<(Vec<Line>, u64), DumpError> {
         match self {
-            Source::Journal(journal) => {
-                let head = *journal.subscribe().borrow();
-                Ok((lines(journal, filter)?, head))
-            }
+            Source::Journal(journal) => Ok((lines(journal, filter)?, journal.head())),
             Source::Admin(base) => {
                 let url = format!("{}/dump", base.trim_end_matches('/'));
                 let admin = |source| DumpError::Admin {
@@ -375,13 +372,6 @@ fn cut(s: &str, n: usize) -> String {
     }
 }
 
-/// Writes one JSON object per record, oldest first (no filter).
-pub fn records(journal: &Journal, out: &mut impl Write) -> Result<usize, DumpError> {
-    let lines = lines(journal, &Filter::default())?;
-    print(&lines, Format::Json, out)?;
-    Ok(lines.len())
-}
-
 /// The journal's bookkeeping, as one JSON object.
 pub fn meta(journal: &Journal, out: &mut impl Write) -> Result<(), DumpError> {
     let value = meta_value(journal)?;
@@ -401,7 +391,7 @@ pub fn meta_value(journal: &Journal) -> Result<serde_json::Value, DumpError> {
         "shipped_token": { SINK: journal.shipped_token(SINK)? },
         "term": journal.term()?,
         "records": journal.len(),
-        "pending": journal.subscribe().borrow().saturating_sub(shipped_through),
+        "pending": journal.pending(SINK)?,
         "dead_letters": journal.dead_count(),
         "counters": journal.counters()?,
         "bytes_on_disk": journal.size_on_disk()?,

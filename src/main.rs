@@ -57,13 +57,7 @@ async fn replay(config: Option<&std::path::Path>, args: ReplayArgs) -> anyhow::R
     let env = |k: &str| std::env::var(k).ok();
     let journal = open_journal(args.data_dir.clone())?;
     if args.dry_run {
-        let filter = evrelay::dump::Filter {
-            shipped: true,
-            events: true,
-            since_ms: Some(window.since_ms),
-            until_ms: window.until_ms,
-            ..Default::default()
-        };
+        let filter = evrelay::ship::replay::dry_run_filter(window);
         let lines = evrelay::dump::lines(&journal, &filter)?;
         evrelay::dump::print(&lines, evrelay::dump::Format::Json, &mut out)?;
         return Ok(());

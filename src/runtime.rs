@@ -376,13 +376,11 @@ impl Node {
         let deadline = tokio::time::Instant::now() + grace;
         while !ship_stop.is_cancelled() && tokio::time::Instant::now() < deadline {
             let journal = self.journal.clone();
-            let caught_up = tokio::task::spawn_blocking(move || {
-                let head = journal.subscribe().borrow().to_owned();
-                journal.shipped_through(SINK).map(|s| s >= head)
-            })
-            .await
-            .expect("journal task panicked")
-            .unwrap_or(true);
+            let caught_up =
+                tokio::task::spawn_blocking(move || journal.pending(SINK).map(|p| p == 0))
+                    .await
+                    .expect("journal task panicked")
+                    .unwrap_or(true);
             if caught_up {
                 break;
             }

@@ -569,6 +569,16 @@ impl Journal {
         self.inner.db.size_on_disk().map_err(|e| self.store_err(e))
     }
 
+    /// The highest journaled sequence number (0: none yet).
+    pub fn head(&self) -> u64 {
+        *self.inner.head.borrow()
+    }
+
+    /// Records journaled but not yet delivered to `sink`.
+    pub fn pending(&self, sink: &str) -> Result<u64, JournalError> {
+        Ok(self.head().saturating_sub(self.shipped_through(sink)?))
+    }
+
     /// Follows the highest journaled sequence number.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.head.subscribe()

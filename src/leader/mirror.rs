@@ -197,22 +197,7 @@ impl TokenMirror {
         let Some(name) = &self.resume_from else {
             return Ok(None);
         };
-        let api = self.api.clone();
-        let found = match tokio::time::timeout(CALL_TIMEOUT, api.get_opt(name)).await {
-            Ok(Ok(found)) => found,
-            Ok(Err(source)) => {
-                return Err(MirrorError::Kube {
-                    name: name.clone(),
-                    source,
-                });
-            }
-            Err(_) => {
-                return Err(MirrorError::Kube {
-                    name: name.clone(),
-                    source: timeout_error(),
-                });
-            }
-        };
+        let found = bounded(name, self.api.get_opt(name)).await?;
         let token = found.as_ref().and_then(|cm| read(cm).token);
         match &token {
             Some(t) => {
@@ -223,23 +208,30 @@ impl TokenMirror {
         Ok(token)
     }
 
+    /// A call on this replica's ConfigMap.
     async fn call<T>(
         &self,
         request: impl Future<Output = Result<T, kube::Error>>,
     ) -> Result<T, MirrorError> {
-        let result = match tokio::time::timeout(CALL_TIMEOUT, request).await {
-            Ok(r) => r,
-            Err(_) => Err(timeout_error()),
-        };
-        result.map_err(|source| MirrorError::Kube {
-            name: self.name.clone(),
-            source,
-        })
+        bounded(&self.name, request).await
     }
 }
 
-fn timeout_error() -> kube::Error {
-    kube::Error::Service(format!("no answer within {CALL_TIMEOUT:?}").into())
+/// A call on ConfigMap `name`, bounded by [`CALL_TIMEOUT`].
+async fn bounded<T>(
+    name: &str,
+    request: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, MirrorError> {
+    let result = match tokio::time::timeout(CALL_TIMEOUT, request).await {
+        Ok(r) => r,
+        Err(_) => Err(kube::Error::Service(
+            format!("no answer within {CALL_TIMEOUT:?}").into(),
+        )),
+    };
+    result.map_err(|source| MirrorError::Kube {
+        name: name.to_owned(),
+        source,
+    })
 }
 
 /// What a ConfigMap holds, read leniently: a key that is missing or malformed

@@ -43,6 +43,17 @@ pub struct ReplayReport {
     pub complete: bool,
 }
 
+/// What `--dry-run` lists: as `dump` lines, the records [`candidates`] picks.
+pub fn dry_run_filter(window: Window) -> crate::dump::Filter {
+    crate::dump::Filter {
+        shipped: true,
+        events: true,
+        since_ms: Some(window.since_ms),
+        until_ms: window.until_ms,
+        ..Default::default()
+    }
+}
+
 /// The records a replay of `window` sends: shipped, not dead-lettered events.
 pub fn candidates(journal: &Journal, window: Window) -> Result<Vec<(u64, Record)>, JournalError> {
     let shipped = journal.shipped_through(SINK)?;
