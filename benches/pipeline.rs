@@ -1,11 +1,14 @@
 //! The stages after the journal, per event: transform (parse the API server's JSON,
-//! map it to a Datadog event) and encode (the `/intake/` JSON, zstd) for a batch of
-//! 500 ~1 KiB events; and `dump`'s scan of a 100k-record journal.
+//! map it to Datadog events, bundled and unbundled) and encode (the `/intake/` JSON,
+//! zstd and deflate) for a batch of 500 ~1 KiB events; and `dump`'s scan of a
+//! 100k-record journal.
 //!
 //!     cargo bench --bench pipeline
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use evrelay::datadog::{self, DatadogConfig};
+use evrelay::datadog::{
+    self, Compression, DatadogConfig, DdEvent, EventsConfig, Occurrence, Transform,
+};
 use evrelay::dump::{self, Filter};
 use evrelay::event::KubeEvent;
 use evrelay::journal::{Header, Journal, JournalConfig, Record, RecordKind};
@@ -24,42 +27,68 @@ fn raw(i: usize) -> Vec<u8> {
     .into_bytes()
 }
 
+fn occurrences(events: &[Vec<u8>]) -> Vec<Occurrence<'_>> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Occurrence {
+            seq: i as u64,
+            event: KubeEvent::parse(r).unwrap(),
+            received_at_ms: 0,
+        })
+        .collect()
+}
+
 fn transform_and_encode(c: &mut Criterion) {
     let events: Vec<Vec<u8>> = (0..BATCH).map(raw).collect();
-    let config = DatadogConfig::default();
+    // Half the events are about one pod: bundling has something to group.
+    let bursty: Vec<Vec<u8>> = (0..BATCH)
+        .map(|i| raw(if i % 2 == 0 { 0 } else { i }))
+        .collect();
+    let datadog = DatadogConfig::default();
+    let mode = |mode: &str| {
+        let events = EventsConfig {
+            mode: mode.into(),
+            ..Default::default()
+        };
+        Transform::new(&events, &datadog)
+    };
+    let (bundled, unbundled) = (mode("bundled"), mode("unbundled"));
     let mut group = c.benchmark_group("ship");
     group.throughput(Throughput::Elements(BATCH as u64));
-    group.bench_function("transform_500", |b| {
-        b.iter(|| {
-            events
-                .iter()
-                .map(|r| datadog::unbundled(&KubeEvent::parse(r).unwrap(), &config))
-                .collect::<Vec<_>>()
-        })
+    group.bench_function("transform_500_unbundled", |b| {
+        b.iter(|| unbundled.map(&occurrences(&events)))
     });
-    let mapped: Vec<_> = events
-        .iter()
-        .map(|r| datadog::unbundled(&KubeEvent::parse(r).unwrap(), &config))
-        .collect();
-    group.bench_function("encode_zstd_500", |b| {
-        b.iter(|| datadog::encode(&mapped, "evrelay-0"))
+    group.bench_function("transform_500_bundled", |b| {
+        b.iter(|| bundled.map(&occurrences(&events)))
     });
+    group.bench_function("transform_500_bundled_one_pod_in_two", |b| {
+        b.iter(|| bundled.map(&occurrences(&bursty)))
+    });
+    let mapped = unbundled.map(&occurrences(&events)).outbound;
+    let refs: Vec<&DdEvent> = mapped.iter().map(|o| &o.event).collect();
+    for (name, compression) in [
+        ("zstd", Compression::Zstd),
+        ("deflate", Compression::Deflate),
+    ] {
+        group.bench_function(format!("encode_{name}_500"), |b| {
+            b.iter(|| datadog::encode(&refs, "evrelay-0", compression))
+        });
+        let body = datadog::encode(&refs, "evrelay-0", compression);
+        eprintln!(
+            "one request of {BATCH} events: {} bytes raw JSON, {} bytes {name} ({:.1}x)",
+            body.raw_len,
+            body.bytes.len(),
+            body.raw_len as f64 / body.bytes.len() as f64
+        );
+    }
     group.bench_function("transform_encode_500", |b| {
         b.iter(|| {
-            let mapped: Vec<_> = events
-                .iter()
-                .map(|r| datadog::unbundled(&KubeEvent::parse(r).unwrap(), &config))
-                .collect();
-            datadog::encode(&mapped, "evrelay-0")
+            let mapped = bundled.map(&occurrences(&events)).outbound;
+            let refs: Vec<&DdEvent> = mapped.iter().map(|o| &o.event).collect();
+            datadog::encode(&refs, "evrelay-0", Compression::Zstd)
         })
     });
-    let body = datadog::encode(&mapped, "evrelay-0");
-    eprintln!(
-        "one request of {BATCH} events: {} bytes raw JSON, {} bytes zstd ({:.1}x)",
-        body.raw_len,
-        body.bytes.len(),
-        body.raw_len as f64 / body.bytes.len() as f64
-    );
     group.finish();
 }
 

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::admin::AdminConfig;
-use crate::datadog::DatadogConfig;
+use crate::datadog::{DatadogConfig, EventsConfig};
 use crate::journal::JournalConfig;
 use crate::leader::LeaderConfig;
 use crate::ship::ShipConfig;
@@ -26,6 +26,7 @@ use crate::watch::WatchConfig;
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub datadog: DatadogConfig,
+    pub events: EventsConfig,
     pub journal: JournalConfig,
     pub watch: WatchConfig,
     pub ship: ShipConfig,
@@ -39,6 +40,10 @@ enum Kind {
     Str,
     Int,
     Bool,
+    /// Comma-separated in the environment.
+    List,
+    /// JSON in the environment (a list of mappings).
+    Json,
 }
 
 /// Every key that the environment can set: path, type, and the Datadog Agent's
@@ -49,6 +54,16 @@ const KEYS: &[(&str, Kind, Option<&str>)] = &[
     ("datadog.url", Kind::Str, Some("DD_URL")),
     ("datadog.cluster_name", Kind::Str, Some("DD_CLUSTER_NAME")),
     ("datadog.hostname", Kind::Str, Some("DD_HOSTNAME")),
+    ("datadog.output", Kind::Str, None),
+    ("datadog.compression", Kind::Str, None),
+    ("datadog.logs_url", Kind::Str, None),
+    ("datadog.service_check_interval_seconds", Kind::Int, None),
+    ("events.mode", Kind::Str, None),
+    ("events.bundle_unspecified_events", Kind::Bool, None),
+    ("events.filtered_event_types", Kind::List, None),
+    ("events.collected_event_types", Kind::Json, None),
+    ("events.namespaces_include", Kind::List, None),
+    ("events.namespaces_exclude", Kind::List, None),
     ("journal.data_dir", Kind::Str, Some("EVRELAY_DATA_DIR")),
     ("journal.cache_capacity_bytes", Kind::Int, None),
     ("journal.max_bytes", Kind::Int, None),
@@ -157,6 +172,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         problems.extend(self.datadog.problems());
+        problems.extend(self.events.problems());
         problems.extend(self.watch.problems());
         problems.extend(self.ship.problems());
         problems.extend(self.leader.problems());
@@ -310,6 +326,26 @@ fn apply_env(tree: &mut Value, env: &impl Fn(&str) -> Option<String>) -> Result<
                         key: path.into(),
                         message: format!("{var}={raw:?} is not a whole number"),
                         fix: format!("set {var} to a non-negative integer"),
+                    });
+                    continue;
+                }
+            },
+            Kind::List => Value::Array(
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| Value::String(s.to_owned()))
+                    .collect(),
+            ),
+            Kind::Json => match serde_json::from_str::<Value>(&raw) {
+                Ok(v) => v,
+                Err(e) => {
+                    problems.push(Problem {
+                        key: path.into(),
+                        message: format!("{var} is not JSON: {e}"),
+                        fix: format!(
+                            r#"set {var} to a JSON list such as [{{"kind":"Pod","reasons":["BackOff"]}}]"#
+                        ),
                     });
                     continue;
                 }

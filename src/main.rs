@@ -69,15 +69,15 @@ async fn replay(config: Option<&std::path::Path>, args: ReplayArgs) -> anyhow::R
         .clone()
         .context("the API key is missing")?;
     let intake = evrelay::ship::Intake::new(
-        &config.datadog.base_url(),
+        &config.datadog,
         api_key,
         std::time::Duration::from_secs(config.ship.request_timeout_seconds),
     )?;
     let shipper = evrelay::ship::Shipper::new(
         journal,
         intake,
-        config.datadog.clone(),
-        evrelay::runtime::hostname(&config),
+        (&config.datadog, &config.events),
+        &evrelay::runtime::hostname(&config),
         config.ship.clone(),
         evrelay::metrics::Metrics::new(),
     );

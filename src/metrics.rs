@@ -67,6 +67,7 @@ struct Inner {
     events_shipped: Counter,
     events_dropped: Family<DropLabels, Counter>,
     events_dead_lettered: Counter,
+    events_filtered: Counter,
     gaps: Family<GapLabels, Counter>,
     relists: Counter,
     watch_restarts: Counter,
@@ -102,6 +103,7 @@ impl Metrics {
             events_shipped: Counter::default(),
             events_dropped: Family::default(),
             events_dead_lettered: Counter::default(),
+            events_filtered: Counter::default(),
             gaps: Family::default(),
             relists: Counter::default(),
             watch_restarts: Counter::default(),
@@ -149,6 +151,11 @@ impl Metrics {
             "events_dead_lettered",
             "Events the intake refused for good (400, isolated by bisection)",
             m.events_dead_lettered.clone(),
+        );
+        r.register(
+            "events_filtered",
+            "Journaled events the configured filters kept from the intake (events.*)",
+            m.events_filtered.clone(),
         );
         r.register(
             "gaps",
@@ -277,6 +284,11 @@ impl Metrics {
         }
         self.inner.events_shipped.inc_by(n);
         self.inner.events_dead_lettered.inc_by(dead_lettered as u64);
+    }
+
+    /// Journaled events the filters passed over.
+    pub fn filtered(&self, n: usize) {
+        self.inner.events_filtered.inc_by(n as u64);
     }
 
     /// One request to the intake: its status (`None`: no answer) and duration.

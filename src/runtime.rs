@@ -55,7 +55,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let client = kube::Client::try_default().await?;
     let api_key = config.datadog.api_key.clone().ok_or(RunError::NoApiKey)?;
     let intake = Intake::new(
-        &config.datadog.base_url(),
+        &config.datadog,
         api_key,
         Duration::from_secs(config.ship.request_timeout_seconds),
     )?;
@@ -64,8 +64,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let replayer = Shipper::new(
         journal.clone(),
         intake.clone(),
-        config.datadog.clone(),
-        hostname(&config),
+        (&config.datadog, &config.events),
+        &hostname(&config),
         config.ship.clone(),
         metrics.clone(),
     );
@@ -266,8 +266,8 @@ impl Node {
         let shipper = Shipper::new(
             self.journal.clone(),
             self.intake.clone(),
-            self.config.datadog.clone(),
-            hostname(&self.config),
+            (&self.config.datadog, &self.config.events),
+            &hostname(&self.config),
             self.config.ship.clone(),
             self.metrics.clone(),
         );

@@ -1,32 +1,70 @@
-//! Kubernetes event → Datadog event: every field mapping, in one place.
+//! Kubernetes events → Datadog events: every field mapping, in one place.
 //!
-//! The rules are the Cluster Agent's (ANCHORS.md, "Unbundled"), so that monitors and
-//! dashboards built on its events keep working:
+//! The rules are the Cluster Agent's (ANCHORS.md; its `kubernetesapiserver` check),
+//! so that monitors and dashboards built on its events keep working. Where evrelay
+//! differs, the row says so and why.
 //!
-//! | Datadog field      | value                                                       |
-//! |--------------------|-------------------------------------------------------------|
-//! | `msg_title`        | `<Kind> <ns>/<name>: <Reason>` (no `<ns>/` when cluster-scoped) |
-//! | `msg_text`         | the message, cut at [`MAX_TEXT_CHARS`] with a visible marker |
-//! | `timestamp`        | lastTimestamp, else eventTime, else firstTimestamp (Unix s)  |
-//! | `priority`         | `normal`                                                    |
-//! | `host`             | Pod: `source.host`; Node: its name; `-<cluster>` appended    |
-//! | `alert_type`       | Warning → `warning`, anything else → `info`                 |
-//! | `aggregation_key`  | `kubernetes_apiserver:<involvedObject.uid>`                 |
-//! | `source_type_name` | `kubernetes`                                                |
-//! | `event_type`       | `kubernetes_apiserver`                                      |
-//! | `tags`             | see [`tags`]; plus `evrelay_id:<uid>.<resourceVersion>`      |
+//! **Bundled** (the default, the Cluster Agent's default): the events of one batch
+//! are grouped by (involved kind, involved uid, type), one Datadog event per group.
+//!
+//! | Datadog field      | value                                                                  |
+//! |--------------------|------------------------------------------------------------------------|
+//! | `msg_title`        | `Events from the <Kind> <ns>/<name>` (no `<ns>/` when cluster-scoped)   |
+//! | `msg_text`         | `%%% \n` + lines + ` \n _Events emitted by the <component> seen at <last> since <first>_ \n\n %%%`, `~` escaped as `\~` |
+//! | — a line           | `<count> **<Reason>**: <Message>\n`, one per distinct reason and message, sorted, joined by a space |
+//! | — `<count>`        | the sum of the events' `count` (evrelay: each event counted once, at its highest count, however many of its bumps the batch holds; an event with no count counts 1) |
+//! | — `<last>`/`<first>` | the latest lastTimestamp (else eventTime) and the earliest firstTimestamp (else eventTime), as Go prints a UTC time: `2026-11-22 10:05:00 +0000 UTC` (the Cluster Agent's "since" is the first time of whichever event came last; evrelay takes the earliest, as the words say) |
+//! | — size             | a new bundle starts before the estimated text passes 3750 bytes (250 + component, + 11 + line per distinct line), as the Cluster Agent estimates it; evrelay also starts one after [`MAX_BUNDLE_EVENTS`] events, so their `evrelay_id` tags stay few. A line that cannot fit alone is cut, with [`TRUNCATION_MARKER`] (the Cluster Agent drops that event) |
+//! | `timestamp`        | the latest lastTimestamp, else eventTime (Unix seconds)                 |
+//! | `priority`         | `normal`                                                                |
+//! | `host`             | Pod: `source.host`; Node: its name; then `-<cluster>` when `DD_CLUSTER_NAME` is set; else none |
+//! | `alert_type`       | Warning → `warning`, anything else → `info`                            |
+//! | `aggregation_key`  | `kubernetes_apiserver:<involvedObject.uid>`                             |
+//! | `source_type_name` | `kubernetes`                                                            |
+//! | `event_type`       | `kubernetes_apiserver`                                                  |
+//! | `tags`             | in this order: `kube_kind`, `kube_name`, `kubernetes_kind`, `name`, `kube_namespace`, `namespace`, the kind tag ([`kind_tag`]: `pod_name`, `kube_deployment`, …), `source_component`, `orchestrator:kubernetes`, `reporting_controller`, `kube_cluster_name`; then `evrelay_id:<uid>.<resourceVersion>` for every event in the bundle. Tags with no value are left out (the Cluster Agent sends `reporting_controller:` empty) |
+//!
+//! Bundled mode needs a kind, a name, a reason and a message to build a line and a
+//! title. The Cluster Agent skips events without them; evrelay sends them unbundled.
+//!
+//! **Unbundled** (`events.mode: unbundled`, the Cluster Agent's `unbundle_events`):
+//! one Datadog event per Kubernetes event. As above, except:
+//!
+//! | Datadog field | value                                                              |
+//! |---------------|--------------------------------------------------------------------|
+//! | `msg_title`   | `<Kind> <ns>/<name>: <Reason>`                                     |
+//! | `msg_text`    | the message, cut at [`MAX_TEXT_CHARS`] with [`TRUNCATION_MARKER`]  |
+//! | `timestamp`   | lastTimestamp, else eventTime (evrelay: else firstTimestamp, else creation, else the time it was received) |
+//! | `tags`        | the same set plus `event_reason:<Reason>`, sorted, no repeats (the Cluster Agent sorts them too) |
+//!
+//! With `collected_event_types` set, unbundled mode sends only the events they name
+//! one by one; the rest are bundled if `bundle_unspecified_events`, else left out.
+//!
+//! Not reproduced: tags from the Cluster Agent's tagger (pod labels, owner tags;
+//! evrelay has no tagger), `host_provider_id` (a node lookup per event), and the
+//! node lookup for Pod events without `source.host`.
+
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use super::DatadogConfig;
-use crate::event::{KubeEvent, text};
+use super::filter::{Decision, Filter};
+use super::{DatadogConfig, EventsConfig};
+use crate::event::{KubeEvent, parse_time_ms, text};
 
 pub const SOURCE_TYPE_NAME: &str = "kubernetes";
 const EVENT_TYPE: &str = "kubernetes_apiserver";
 
 /// The events API refuses text over 4000 characters; keep room for the marker.
 pub const MAX_TEXT_CHARS: usize = 3900;
-const TRUNCATION_MARKER: &str = "\n…[truncated by evrelay]";
+/// What a cut text ends with.
+pub const TRUNCATION_MARKER: &str = "…[truncated by evrelay]";
+/// The Cluster Agent's estimate limit for a bundle's text, in bytes.
+const MAX_BUNDLE_TEXT: usize = 3750;
+/// The Cluster Agent's fixed overhead of a bundle's text, in its estimate.
+const BUNDLE_OVERHEAD: usize = 250;
+/// Events in one bundle at the most (one `evrelay_id` tag each).
+pub const MAX_BUNDLE_EVENTS: usize = 100;
 
 /// One Datadog event as `/intake/` takes it. Empty fields are omitted.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -46,6 +84,31 @@ pub struct DdEvent {
     pub event_type: &'static str,
 }
 
+/// One journaled event, as the transform takes it.
+pub struct Occurrence<'a> {
+    /// Its journal sequence number.
+    pub seq: u64,
+    pub event: KubeEvent<'a>,
+    /// When evrelay received it: the time of last resort.
+    pub received_at_ms: i64,
+}
+
+/// A Datadog event and the journal records it carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outbound {
+    pub seqs: Vec<u64>,
+    pub event: DdEvent,
+}
+
+/// What a batch became.
+#[derive(Debug, Default)]
+pub struct Mapped {
+    /// In the order of each one's first record.
+    pub outbound: Vec<Outbound>,
+    /// Records the filters left out.
+    pub filtered: Vec<u64>,
+}
+
 /// The tag that identifies one occurrence of one event, so that a duplicate can be
 /// found in Datadog: `evrelay_id:<event uid>.<resourceVersion>`.
 pub fn idempotency_tag(uid: &str, resource_version: &str) -> String {
@@ -59,31 +122,297 @@ pub fn replay_tag(replay_id: &str) -> String {
     format!("evrelay_replay:{replay_id}")
 }
 
-/// Maps one event, unbundled: one Datadog event per Kubernetes event.
-pub fn unbundled(event: &KubeEvent<'_>, config: &DatadogConfig) -> DdEvent {
-    let kind = text(&event.involved_object.kind);
-    let name = text(&event.involved_object.name);
-    let namespace = text(&event.involved_object.namespace);
-    let reason = text(&event.reason);
-    let object = if namespace.is_empty() {
-        format!("{kind} {name}")
-    } else {
-        format!("{kind} {namespace}/{name}")
-    };
-    DdEvent {
-        msg_title: format!("{object}: {reason}"),
-        msg_text: truncate(text(&event.message)),
-        timestamp: event.last_seen_ms().unwrap_or(0).div_euclid(1000),
-        priority: "normal",
-        host: host(event, config),
-        tags: tags(event, config),
-        alert_type: alert_type(text(&event.type_)),
-        aggregation_key: match text(&event.involved_object.uid) {
-            "" => String::new(),
-            uid => format!("kubernetes_apiserver:{uid}"),
-        },
-        source_type_name: SOURCE_TYPE_NAME,
-        event_type: EVENT_TYPE,
+/// How events become Datadog events: the configured mode, filters and cluster.
+#[derive(Debug, Clone)]
+pub struct Transform {
+    unbundled: bool,
+    bundle_unspecified: bool,
+    filter: Filter,
+    cluster_name: String,
+}
+
+impl Transform {
+    /// For a configuration that validated (its filters parse). Logs output sends
+    /// every event on its own, as unbundled mode does.
+    pub fn new(events: &EventsConfig, datadog: &DatadogConfig) -> Transform {
+        Transform {
+            unbundled: events.unbundled() || datadog.as_logs(),
+            bundle_unspecified: events.bundle_unspecified_events,
+            filter: events.filter(&mut Vec::new()),
+            cluster_name: datadog.cluster_name.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Maps one batch, in journal order.
+    pub fn map(&self, batch: &[Occurrence<'_>]) -> Mapped {
+        let mut mapped = Mapped::default();
+        // Finished and open bundles, by first record; open ones by bundle key.
+        let mut out: Vec<(u64, Outbound)> = Vec::new();
+        let mut open: HashMap<(&str, &str, &str), Bundle<'_>> = HashMap::new();
+        for o in batch {
+            let e = &o.event;
+            // Collected events go one by one in unbundled mode; events outside
+            // `collected_event_types` go only where `bundle_unspecified_events` puts them.
+            let bundle = match (self.filter.decide(e), self.unbundled) {
+                (Decision::Collect, unbundled) => !unbundled,
+                (Decision::Unspecified, true) if self.bundle_unspecified => true,
+                (Decision::Drop | Decision::Unspecified, _) => {
+                    mapped.filtered.push(o.seq);
+                    continue;
+                }
+            };
+            if !bundle || !bundleable(e) {
+                out.push((o.seq, self.unbundled(o)));
+                continue;
+            }
+            let key = (
+                text(&e.involved_object.kind),
+                text(&e.involved_object.uid),
+                text(&e.type_),
+            );
+            let current = open.entry(key).or_insert_with(|| Bundle::new(o));
+            if !current.fits(o) {
+                let full = std::mem::replace(current, Bundle::new(o));
+                out.push((full.seqs[0], full.finish(self)));
+            }
+            current.add(o);
+        }
+        out.extend(open.into_values().map(|b| (b.seqs[0], b.finish(self))));
+        out.sort_by_key(|(first, _)| *first);
+        mapped.outbound = out.into_iter().map(|(_, o)| o).collect();
+        mapped
+    }
+
+    /// One Datadog event for one Kubernetes event.
+    fn unbundled(&self, o: &Occurrence<'_>) -> Outbound {
+        let e = &o.event;
+        let reason = text(&e.reason);
+        let mut tags = self.object_tags(e);
+        push(&mut tags, "event_reason", reason);
+        tags.push(idempotency_tag(
+            text(&e.metadata.uid),
+            text(&e.metadata.resource_version),
+        ));
+        tags.sort();
+        tags.dedup();
+        Outbound {
+            seqs: vec![o.seq],
+            event: DdEvent {
+                msg_title: format!("{}: {reason}", readable_key(e)),
+                msg_text: truncate_chars(text(&e.message), MAX_TEXT_CHARS),
+                timestamp: e
+                    .last_seen_ms()
+                    .unwrap_or(o.received_at_ms)
+                    .div_euclid(1000),
+                priority: "normal",
+                host: self.host(e),
+                tags,
+                alert_type: alert_type(text(&e.type_)),
+                aggregation_key: aggregation_key(e),
+                source_type_name: SOURCE_TYPE_NAME,
+                event_type: EVENT_TYPE,
+            },
+        }
+    }
+
+    /// The tags of the involved object and the reporter, in the Cluster Agent's order.
+    fn object_tags(&self, e: &KubeEvent<'_>) -> Vec<String> {
+        let kind = text(&e.involved_object.kind);
+        let name = text(&e.involved_object.name);
+        let namespace = text(&e.involved_object.namespace);
+        let mut tags = Vec::with_capacity(16);
+        push(&mut tags, "kube_kind", kind);
+        push(&mut tags, "kube_name", name);
+        push(&mut tags, "kubernetes_kind", kind);
+        push(&mut tags, "name", name);
+        push(&mut tags, "kube_namespace", namespace);
+        push(&mut tags, "namespace", namespace);
+        if let Some(tag) = kind_tag(kind) {
+            push(&mut tags, tag, name);
+        }
+        push(&mut tags, "source_component", text(&e.source.component));
+        push(&mut tags, "orchestrator", "kubernetes");
+        push(
+            &mut tags,
+            "reporting_controller",
+            text(&e.reporting_component),
+        );
+        push(&mut tags, "kube_cluster_name", &self.cluster_name);
+        tags
+    }
+
+    /// Pod events are about the node that reported them, node events about the node.
+    fn host(&self, e: &KubeEvent<'_>) -> String {
+        let node = match text(&e.involved_object.kind) {
+            "Pod" => text(&e.source.host),
+            "Node" => text(&e.involved_object.name),
+            _ => "",
+        };
+        match (node, self.cluster_name.as_str()) {
+            ("", _) => String::new(),
+            (node, "") => node.to_owned(),
+            (node, cluster) => format!("{node}-{cluster}"),
+        }
+    }
+}
+
+/// The events of one object, of one type, from one batch.
+struct Bundle<'a> {
+    first: &'a KubeEvent<'a>,
+    seqs: Vec<u64>,
+    ids: Vec<String>,
+    /// Line text (`**Reason**: Message\n`) → each event's highest count.
+    lines: BTreeMap<String, HashMap<&'a str, i64>>,
+    estimate: usize,
+    first_seen_s: Option<i64>,
+    last_seen_s: Option<i64>,
+}
+
+impl<'a> Bundle<'a> {
+    fn new(o: &'a Occurrence<'a>) -> Bundle<'a> {
+        Bundle {
+            first: &o.event,
+            seqs: Vec::new(),
+            ids: Vec::new(),
+            lines: BTreeMap::new(),
+            estimate: BUNDLE_OVERHEAD + text(&o.event.source.component).len(),
+            first_seen_s: None,
+            last_seen_s: None,
+        }
+    }
+
+    /// Whether `o` can join without the text passing the limit.
+    fn fits(&self, o: &Occurrence<'_>) -> bool {
+        if self.seqs.is_empty() {
+            return true;
+        }
+        if self.seqs.len() >= MAX_BUNDLE_EVENTS {
+            return false;
+        }
+        let line = self.line(&o.event);
+        self.lines.contains_key(&line) || self.estimate + line_estimate(&line) <= MAX_BUNDLE_TEXT
+    }
+
+    fn add(&mut self, o: &'a Occurrence<'a>) {
+        let e = &o.event;
+        let line = self.line(e);
+        if !self.lines.contains_key(&line) {
+            self.estimate += line_estimate(&line);
+        }
+        let count = e.count.unwrap_or(0).max(1);
+        let best = self
+            .lines
+            .entry(line)
+            .or_default()
+            .entry(text(&e.metadata.uid))
+            .or_insert(0);
+        *best = (*best).max(count);
+        self.seqs.push(o.seq);
+        self.ids.push(idempotency_tag(
+            text(&e.metadata.uid),
+            text(&e.metadata.resource_version),
+        ));
+        let time = |fields: [&Option<std::borrow::Cow<'_, str>>; 2]| {
+            fields
+                .into_iter()
+                .find_map(|t| parse_time_ms(t.as_deref()))
+                .or_else(|| e.last_seen_ms())
+                .unwrap_or(o.received_at_ms)
+                .div_euclid(1000)
+        };
+        let first = time([&e.first_timestamp, &e.event_time]);
+        let last = time([&e.last_timestamp, &e.event_time]);
+        self.first_seen_s = Some(self.first_seen_s.map_or(first, |f| f.min(first)));
+        self.last_seen_s = Some(self.last_seen_s.map_or(last, |l| l.max(last)));
+    }
+
+    /// `**Reason**: Message\n`, cut so that it fits in a bundle of its own.
+    fn line(&self, e: &KubeEvent<'_>) -> String {
+        let line = format!("**{}**: {}", text(&e.reason), text(&e.message));
+        let room = MAX_BUNDLE_TEXT - BUNDLE_OVERHEAD - text(&self.first.source.component).len();
+        // The line's own estimate is 11 + its length, the newline included.
+        let room = room.saturating_sub(12);
+        let mut line = if line.len() > room {
+            let mut cut = room.saturating_sub(TRUNCATION_MARKER.len());
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            format!("{}{TRUNCATION_MARKER}", &line[..cut])
+        } else {
+            line
+        };
+        line.push('\n');
+        line
+    }
+
+    fn finish(self, t: &Transform) -> Outbound {
+        let e = self.first;
+        let body = self
+            .lines
+            .iter()
+            .map(|(line, counts)| format!("{} {line}", counts.values().sum::<i64>()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let last = self.last_seen_s.unwrap_or(0);
+        let first = self.first_seen_s.unwrap_or(last);
+        let msg_text = format!(
+            "%%% \n{body} \n _Events emitted by the {} seen at {} since {}_ \n\n %%%",
+            text(&e.source.component),
+            go_time(last),
+            go_time(first),
+        )
+        .replace('~', "\\~");
+        let mut tags = t.object_tags(e);
+        tags.extend(self.ids);
+        Outbound {
+            seqs: self.seqs,
+            event: DdEvent {
+                msg_title: format!("Events from the {}", readable_key(e)),
+                msg_text,
+                timestamp: last,
+                priority: "normal",
+                host: t.host(e),
+                tags,
+                alert_type: alert_type(text(&e.type_)),
+                aggregation_key: aggregation_key(e),
+                source_type_name: SOURCE_TYPE_NAME,
+                event_type: EVENT_TYPE,
+            },
+        }
+    }
+}
+
+/// The Cluster Agent's estimate for one new line: 10 digits of count, a space, the line.
+fn line_estimate(line: &str) -> usize {
+    11 + line.len()
+}
+
+/// Whether bundled mode can make a line and a title of it.
+fn bundleable(e: &KubeEvent<'_>) -> bool {
+    [
+        &e.involved_object.kind,
+        &e.involved_object.name,
+        &e.reason,
+        &e.message,
+    ]
+    .into_iter()
+    .all(|f| !text(f).is_empty())
+}
+
+/// `<Kind> <ns>/<name>`, or `<Kind> <name>` for a cluster-scoped object.
+fn readable_key(e: &KubeEvent<'_>) -> String {
+    let kind = text(&e.involved_object.kind);
+    let name = text(&e.involved_object.name);
+    match text(&e.involved_object.namespace) {
+        "" => format!("{kind} {name}"),
+        ns => format!("{kind} {ns}/{name}"),
+    }
+}
+
+fn aggregation_key(e: &KubeEvent<'_>) -> String {
+    match text(&e.involved_object.uid) {
+        "" => String::new(),
+        uid => format!("kubernetes_apiserver:{uid}"),
     }
 }
 
@@ -94,132 +423,43 @@ fn alert_type(event_type: &str) -> &'static str {
     }
 }
 
-/// Pod events are about the node that reported them, node events about the node.
-fn host(event: &KubeEvent<'_>, config: &DatadogConfig) -> String {
-    let node = match text(&event.involved_object.kind) {
-        "Pod" => text(&event.source.host),
-        "Node" => text(&event.involved_object.name),
-        _ => "",
-    };
-    match (node, &config.cluster_name) {
-        ("", _) => String::new(),
-        (node, Some(cluster)) if !cluster.is_empty() => format!("{node}-{cluster}"),
-        (node, _) => node.to_owned(),
+/// The tag naming an object of a kind the Cluster Agent's tagger knows.
+pub fn kind_tag(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "Pod" => "pod_name",
+        "Deployment" => "kube_deployment",
+        "ReplicaSet" => "kube_replica_set",
+        "ReplicationController" => "kube_replication_controller",
+        "StatefulSet" => "kube_stateful_set",
+        "DaemonSet" => "kube_daemon_set",
+        "Job" => "kube_job",
+        "CronJob" => "kube_cronjob",
+        "Service" => "kube_service",
+        "Namespace" => "kube_namespace",
+        _ => return None,
+    })
+}
+
+fn push(tags: &mut Vec<String>, key: &str, value: &str) {
+    if !value.is_empty() {
+        tags.push(format!("{key}:{value}"));
     }
 }
 
-/// The Cluster Agent's tag set for an unbundled event, plus the idempotency tag.
-fn tags(event: &KubeEvent<'_>, config: &DatadogConfig) -> Vec<String> {
-    let kind = text(&event.involved_object.kind);
-    let name = text(&event.involved_object.name);
-    let namespace = text(&event.involved_object.namespace);
-    let mut tags = Vec::with_capacity(14);
-    let mut push = |key: &str, value: &str| {
-        if !value.is_empty() {
-            tags.push(format!("{key}:{value}"));
-        }
-    };
-    push("kube_kind", kind);
-    push("kube_name", name);
-    push("kube_namespace", namespace);
-    push("kubernetes_kind", kind);
-    push("name", name);
-    push("namespace", namespace);
-    if kind == "Pod" {
-        push("pod_name", name);
+/// A Unix time as Go's `time.Time.String()` prints it in UTC.
+fn go_time(seconds: i64) -> String {
+    match jiff::Timestamp::from_second(seconds) {
+        Ok(t) => t.strftime("%Y-%m-%d %H:%M:%S +0000 UTC").to_string(),
+        Err(_) => "1970-01-01 00:00:00 +0000 UTC".to_owned(),
     }
-    push("source_component", text(&event.source.component));
-    push("orchestrator", "kubernetes");
-    push("reporting_controller", text(&event.reporting_component));
-    push("event_reason", text(&event.reason));
-    push(
-        "kube_cluster_name",
-        config.cluster_name.as_deref().unwrap_or(""),
-    );
-    tags.push(idempotency_tag(
-        text(&event.metadata.uid),
-        text(&event.metadata.resource_version),
-    ));
-    tags
 }
 
-fn truncate(message: &str) -> String {
-    match message.char_indices().nth(MAX_TEXT_CHARS) {
+fn truncate_chars(message: &str, max: usize) -> String {
+    match message.char_indices().nth(max) {
         None => message.to_owned(),
-        Some((cut, _)) => format!("{}{TRUNCATION_MARKER}", &message[..cut]),
+        Some((cut, _)) => format!("{}\n{TRUNCATION_MARKER}", &message[..cut]),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(cluster: Option<&str>) -> DatadogConfig {
-        DatadogConfig {
-            cluster_name: cluster.map(Into::into),
-            ..Default::default()
-        }
-    }
-
-    const BACKOFF: &[u8] = br#"{"metadata":{"uid":"e-1","resourceVersion":"77","namespace":"shop"},
-        "involvedObject":{"kind":"Pod","name":"api-0","namespace":"shop","uid":"p-1"},
-        "reason":"BackOff","message":"Back-off restarting failed container","type":"Warning",
-        "lastTimestamp":"2026-11-22T10:05:00Z","source":{"component":"kubelet","host":"node-a"},
-        "reportingComponent":"kubelet"}"#;
-
-    #[test]
-    fn pod_warning() {
-        let e = KubeEvent::parse(BACKOFF).unwrap();
-        let dd = unbundled(&e, &config(Some("prod")));
-        assert_eq!(dd.msg_title, "Pod shop/api-0: BackOff");
-        assert_eq!(dd.msg_text, "Back-off restarting failed container");
-        assert_eq!(dd.timestamp, 1_795_341_900);
-        assert_eq!(dd.alert_type, "warning");
-        assert_eq!(dd.host, "node-a-prod");
-        assert_eq!(dd.aggregation_key, "kubernetes_apiserver:p-1");
-        assert_eq!(dd.source_type_name, "kubernetes");
-        assert_eq!(dd.event_type, "kubernetes_apiserver");
-        for tag in [
-            "kube_kind:Pod",
-            "kube_name:api-0",
-            "kube_namespace:shop",
-            "pod_name:api-0",
-            "source_component:kubelet",
-            "orchestrator:kubernetes",
-            "event_reason:BackOff",
-            "kube_cluster_name:prod",
-            "evrelay_id:e-1.77",
-        ] {
-            assert!(
-                dd.tags.contains(&tag.to_owned()),
-                "missing {tag}: {:?}",
-                dd.tags
-            );
-        }
-    }
-
-    #[test]
-    fn cluster_scoped_object_has_no_namespace_in_title() {
-        let e = KubeEvent::parse(
-            br#"{"involvedObject":{"kind":"Node","name":"node-a"},"reason":"NodeNotReady","type":"Normal"}"#,
-        )
-        .unwrap();
-        let dd = unbundled(&e, &config(None));
-        assert_eq!(dd.msg_title, "Node node-a: NodeNotReady");
-        assert_eq!(dd.host, "node-a");
-        assert_eq!(dd.alert_type, "info");
-    }
-
-    #[test]
-    fn long_messages_are_cut_with_a_marker() {
-        let long = "é".repeat(10_000);
-        let raw = format!(r#"{{"message":"{long}"}}"#);
-        let e = KubeEvent::parse(raw.as_bytes()).unwrap();
-        let dd = unbundled(&e, &config(None));
-        assert!(dd.msg_text.ends_with(TRUNCATION_MARKER));
-        assert_eq!(
-            dd.msg_text.chars().count(),
-            MAX_TEXT_CHARS + TRUNCATION_MARKER.chars().count()
-        );
-    }
-}
+mod tests;

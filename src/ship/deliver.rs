@@ -10,14 +10,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::retry::Delays;
 use super::service::{Answer, Intake};
-use crate::datadog::{self, Body, DdEvent};
+use crate::datadog::{Body, DdEvent, Encoder, Outbound};
 use crate::delivery::Verdict;
 use crate::journal::DeadLetter;
 use crate::metrics::Metrics;
-
-/// The intake's caps on one payload (ANCHORS.md): 2.5 MiB compressed, 4 MiB raw.
-pub const MAX_COMPRESSED_BYTES: usize = 5 * 1024 * 1024 / 2;
-pub const MAX_RAW_BYTES: usize = 4 * 1024 * 1024;
 
 /// One request to the intake: the seam between the shipper and HTTP, so the
 /// retry, split and bisect logic is tested without a network.
@@ -43,7 +39,7 @@ pub struct Settled {
 /// What the delivery loop needs besides the batch.
 pub struct Attempts<'a, T> {
     pub transport: &'a T,
-    pub hostname: &'a str,
+    pub encoder: &'a Encoder,
     pub delays: &'a mut Delays,
     /// The longest pause while the intake refuses the key (403).
     pub forbidden_pause: Duration,
@@ -55,9 +51,10 @@ pub struct Attempts<'a, T> {
 }
 
 impl<T: Transport> Attempts<'_, T> {
-    /// Delivers `items` (sequence number, event) in order. Returns `None` if shutdown
-    /// came first: then nothing of the batch counts as delivered.
-    pub async fn settle(&mut self, items: &[(u64, DdEvent)]) -> Option<Settled> {
+    /// Delivers `items` in order. Returns `None` if shutdown came first: then
+    /// nothing of the batch counts as delivered. A refused item dead-letters every
+    /// record it carries.
+    pub async fn settle(&mut self, items: &[Outbound]) -> Option<Settled> {
         let mut settled = Settled::default();
         let deadline = async {
             self.shutdown.cancelled().await;
@@ -69,11 +66,9 @@ impl<T: Transport> Attempts<'_, T> {
         todo.push(0..items.len());
         while let Some(range) = todo.pop() {
             let slice = &items[range.clone()];
-            let events: Vec<DdEvent> = slice.iter().map(|(_, e)| e.clone()).collect();
-            let body = datadog::encode(&events, self.hostname);
-            if slice.len() > 1
-                && (body.raw_len > MAX_RAW_BYTES || body.bytes.len() > MAX_COMPRESSED_BYTES)
-            {
+            let events: Vec<&DdEvent> = slice.iter().map(|o| &o.event).collect();
+            let body = self.encoder.encode(&events);
+            if slice.len() > 1 && body.too_big() {
                 split(&mut todo, range);
                 continue;
             }
@@ -97,16 +92,16 @@ impl<T: Transport> Attempts<'_, T> {
                         break;
                     }
                     Verdict::Split | Verdict::Reject => {
-                        let seq = slice[0].0;
-                        tracing::error!(seq, detail = %answer.detail, "intake refused an event for good; dead-lettered");
-                        settled.dead_letters.push((
-                            seq,
-                            DeadLetter {
-                                status: answer.status,
-                                reason: answer.detail,
-                                at_ms: jiff::Timestamp::now().as_millisecond(),
-                            },
-                        ));
+                        let seqs = &slice[0].seqs;
+                        tracing::error!(?seqs, detail = %answer.detail, "intake refused an event for good; dead-lettered");
+                        let letter = DeadLetter {
+                            status: answer.status,
+                            reason: answer.detail,
+                            at_ms: jiff::Timestamp::now().as_millisecond(),
+                        };
+                        settled
+                            .dead_letters
+                            .extend(seqs.iter().map(|seq| (*seq, letter.clone())));
                         break;
                     }
                     Verdict::Retry { after } => {

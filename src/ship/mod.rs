@@ -18,11 +18,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Problem;
-use crate::datadog::{self, DatadogConfig, DdEvent};
+use crate::datadog::{DatadogConfig, Encoder, EventsConfig, Occurrence, Outbound, Transform};
 use crate::event::KubeEvent;
 use crate::journal::{Journal, JournalError, RecordKind, StoredRecord};
 use crate::metrics::Metrics;
-pub use deliver::{Attempts, MAX_COMPRESSED_BYTES, MAX_RAW_BYTES, Settled, Transport};
+pub use deliver::{Attempts, Settled, Transport};
 pub use retry::Delays;
 pub use service::{Answer, Intake};
 
@@ -119,26 +119,27 @@ pub enum ShipError {
 pub struct Shipper<T = Intake> {
     journal: Journal,
     intake: T,
-    datadog: DatadogConfig,
-    hostname: String,
+    transform: Transform,
+    encoder: Encoder,
     config: ShipConfig,
     metrics: Metrics,
 }
 
 impl<T: Transport> Shipper<T> {
+    /// `hostname` is the `internalHostname` of the payloads.
     pub fn new(
         journal: Journal,
         intake: T,
-        datadog: DatadogConfig,
-        hostname: String,
+        (datadog, events): (&DatadogConfig, &EventsConfig),
+        hostname: &str,
         config: ShipConfig,
         metrics: Metrics,
     ) -> Self {
         Shipper {
             journal,
             intake,
-            datadog,
-            hostname,
+            transform: Transform::new(events, datadog),
+            encoder: datadog.encoder(hostname),
             config,
             metrics,
         }
@@ -170,7 +171,8 @@ impl<T: Transport> Shipper<T> {
                 continue;
             }
             let last = batch.last().expect("not empty").seq;
-            let items = self.transform(&batch);
+            let (items, filtered) = self.transform(&batch);
+            let outbound = items.len();
             let settled = if items.is_empty() {
                 Settled::default()
             } else {
@@ -189,7 +191,7 @@ impl<T: Transport> Shipper<T> {
             let now_ms = jiff::Timestamp::now().as_millisecond();
             let lags = batch
                 .iter()
-                .filter(|s| !dead_seqs.contains(&s.seq))
+                .filter(|s| !dead_seqs.contains(&s.seq) && !filtered.contains(&s.seq))
                 .filter_map(|s| s.record.as_ref().ok())
                 .filter(|r| r.header.kind == RecordKind::Event)
                 .map(|r| {
@@ -200,7 +202,7 @@ impl<T: Transport> Shipper<T> {
             self.metrics.shipped(lags, dead_count);
             tracing::debug!(
                 through = last,
-                events = items.len(),
+                events = outbound,
                 dead = dead_count,
                 requests = settled.requests,
                 "batch shipped"
@@ -216,7 +218,7 @@ impl<T: Transport> Shipper<T> {
     ) -> Attempts<'a, T> {
         Attempts {
             transport: &self.intake,
-            hostname: &self.hostname,
+            encoder: &self.encoder,
             delays,
             forbidden_pause: Duration::from_secs(self.config.max_backoff_seconds),
             grace: Duration::from_secs(self.config.shutdown_grace_seconds),
@@ -236,23 +238,40 @@ impl<T: Transport> Shipper<T> {
         .expect("journal task panicked")?)
     }
 
-    /// The Datadog events for a batch, each with its sequence number. Gap markers
-    /// are not events; records whose bytes are damaged are reported and passed over
-    /// (they cannot be repaired).
-    fn transform(&self, batch: &[StoredRecord]) -> Vec<(u64, DdEvent)> {
-        batch
-            .iter()
-            .filter_map(|stored| match &stored.record {
-                Ok(r) if r.header.kind == RecordKind::Event => {
-                    let event = KubeEvent::parse(&r.raw).unwrap_or_default();
-                    Some((stored.seq, datadog::unbundled(&event, &self.datadog)))
-                }
-                Ok(_) => None,
-                Err(e) => {
-                    tracing::error!(seq = stored.seq, error = %e, "damaged journal record passed over");
-                    None
-                }
-            })
-            .collect()
+    /// The Datadog events for a batch, each with the records it carries. Gap
+    /// markers are not events; filtered events are counted and passed over; records
+    /// whose bytes are damaged are reported and passed over (they cannot be repaired).
+    fn transform(&self, batch: &[StoredRecord]) -> (Vec<Outbound>, Vec<u64>) {
+        let occurrences = occurrences(batch.iter().map(|s| (s.seq, &s.record)));
+        let mapped = self.transform.map(&occurrences);
+        self.metrics.filtered(mapped.filtered.len());
+        (mapped.outbound, mapped.filtered)
     }
+}
+
+/// The events among journal records, parsed for the transform.
+fn occurrences<'a>(
+    records: impl Iterator<
+        Item = (
+            u64,
+            &'a Result<crate::journal::Record, crate::journal::RecordError>,
+        ),
+    >,
+) -> Vec<Occurrence<'a>> {
+    records
+        .filter_map(|(seq, record)| match record {
+            Ok(r) if r.header.kind == RecordKind::Event => Some(Occurrence {
+                seq,
+                // Bytes that are not an event were journaled as they came (DESIGN.md,
+                // point 8) and go out with what could be read: nothing.
+                event: KubeEvent::parse(&r.raw).unwrap_or_default(),
+                received_at_ms: r.header.received_at_ms,
+            }),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::error!(seq, error = %e, "damaged journal record passed over");
+                None
+            }
+        })
+        .collect()
 }

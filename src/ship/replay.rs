@@ -2,8 +2,8 @@
 //! lost what it had accepted. Each event goes as it went the first time, with one
 //! more tag, `evrelay_replay:<id>`.
 //!
-//! Events are mapped with `datadog::unbundled`, as the shipper maps them; a change
-//! of mapping (bundling, issue 5) must change both.
+//! Events are mapped by the shipper's own [`Transform`](crate::datadog::Transform),
+//! batch by batch, so a replay bundles and filters as the configuration says now.
 //!
 //! A replay moves no cursor and touches no record: live shipping goes on beside it
 //! and never waits for it. It sends only records already shipped (pending ones are
@@ -13,9 +13,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Delays, SINK, ShipError, Shipper, Transport};
+use super::{Delays, SINK, ShipError, Shipper, Transport, occurrences};
 use crate::datadog;
-use crate::event::KubeEvent;
 use crate::journal::{Journal, JournalError, Record, RecordKind};
 
 /// A time window, by each event's last timestamp: `since` ≤ t < `until`.
@@ -99,22 +98,20 @@ impl<T: Transport> Shipper<T> {
             Duration::from_secs(self.config.max_backoff_seconds),
         );
         for chunk in records.chunks(self.config.max_events) {
-            let items: Vec<_> = chunk
-                .iter()
-                .map(|(seq, r)| {
-                    let event = KubeEvent::parse(&r.raw).unwrap_or_default();
-                    let mut dd = datadog::unbundled(&event, &self.datadog);
-                    dd.tags.push(tag.clone());
-                    (*seq, dd)
-                })
-                .collect();
+            let results: Vec<_> = chunk.iter().map(|(seq, r)| (*seq, Ok(r.clone()))).collect();
+            let occurrences = occurrences(results.iter().map(|(seq, r)| (*seq, r)));
+            let mut items = self.transform.map(&occurrences).outbound;
+            for item in &mut items {
+                item.event.tags.push(tag.clone());
+            }
+            let records = items.iter().map(|i| i.seqs.len()).sum::<usize>();
             let Some(settled) = self.attempts(&mut delays, shutdown).settle(&items).await else {
                 tracing::warn!(replay_id = %report.replay_id, sent = report.events, "replay interrupted by shutdown");
                 return Ok(report);
             };
             report.requests += settled.requests;
             report.refused += settled.dead_letters.len();
-            report.events += items.len() - settled.dead_letters.len();
+            report.events += records - settled.dead_letters.len();
         }
         report.complete = true;
         tracing::info!(replay_id = %report.replay_id, events = report.events, refused = report.refused, "replay done");

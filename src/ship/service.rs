@@ -4,14 +4,18 @@ use std::time::Duration;
 
 use http::HeaderMap;
 
-use crate::datadog::{ApiKey, Body};
+use crate::datadog::{ApiKey, Body, DatadogConfig, Endpoint};
 use crate::delivery::{self, Verdict};
 
-/// The Datadog intake: where, with which key, over which client.
+/// The Datadog intake: where, with which key, over which client. The client
+/// honours `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`.
 #[derive(Clone)]
 pub struct Intake {
     client: reqwest::Client,
-    url: String,
+    /// Base URL of `/intake/` and `/api/v1/check_run`.
+    base: String,
+    /// Base URL of `/api/v2/logs`.
+    logs_base: String,
     api_key: ApiKey,
 }
 
@@ -27,25 +31,38 @@ pub struct Answer {
 }
 
 impl Intake {
-    /// `base_url` is the intake's base (`DD_URL` or the site's); requests go to
-    /// `{base_url}/intake/`.
-    pub fn new(base_url: &str, api_key: ApiKey, timeout: Duration) -> Result<Self, reqwest::Error> {
+    /// The intake of `datadog` (its `DD_URL`, else its site's addresses).
+    pub fn new(
+        datadog: &DatadogConfig,
+        api_key: ApiKey,
+        timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
-            .user_agent(concat!("evrelay/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             .build()?;
         Ok(Intake {
             client,
-            url: format!("{}/intake/", base_url.trim_end_matches('/')),
+            base: datadog.base_url(),
+            logs_base: datadog.logs_base_url(),
             api_key,
         })
+    }
+
+    /// Where a body goes.
+    pub fn url(&self, endpoint: Endpoint) -> String {
+        let base = match endpoint {
+            Endpoint::Logs => &self.logs_base,
+            Endpoint::Events | Endpoint::CheckRun => &self.base,
+        };
+        format!("{base}{}", endpoint.path())
     }
 
     /// Sends one body once.
     pub async fn send(&self, body: &Body) -> Answer {
         let result = self
             .client
-            .post(&self.url)
+            .post(self.url(body.endpoint))
             .header("DD-API-KEY", self.api_key.expose())
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::CONTENT_ENCODING, body.encoding)
@@ -76,6 +93,9 @@ impl Intake {
     }
 }
 
+/// `evrelay/<version>`, on every request.
+pub const USER_AGENT: &str = concat!("evrelay/", env!("CARGO_PKG_VERSION"));
+
 /// `Retry-After` in seconds (the form Datadog sends); HTTP dates are not used by it.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
@@ -86,6 +106,43 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_site_has_its_addresses() {
+        let key = ApiKey::new("k");
+        let at = |site: &str| {
+            let config = DatadogConfig {
+                site: site.into(),
+                ..Default::default()
+            };
+            let intake = Intake::new(&config, key.clone(), Duration::from_secs(1)).unwrap();
+            (
+                intake.url(Endpoint::Events),
+                intake.url(Endpoint::Logs),
+                intake.url(Endpoint::CheckRun),
+            )
+        };
+        assert_eq!(
+            at("datadoghq.com"),
+            (
+                "https://app.datadoghq.com/intake/".into(),
+                "https://http-intake.logs.datadoghq.com/api/v2/logs".into(),
+                "https://app.datadoghq.com/api/v1/check_run".into(),
+            )
+        );
+        for site in crate::datadog::SITES {
+            let (events, logs, _) = at(site);
+            assert_eq!(events, format!("https://app.{site}/intake/"));
+            assert_eq!(logs, format!("https://http-intake.logs.{site}/api/v2/logs"));
+        }
+        let config = DatadogConfig {
+            url: Some("http://127.0.0.1:9/".into()),
+            ..Default::default()
+        };
+        let intake = Intake::new(&config, key, Duration::from_secs(1)).unwrap();
+        assert_eq!(intake.url(Endpoint::Events), "http://127.0.0.1:9/intake/");
+        assert_eq!(intake.url(Endpoint::Logs), "http://127.0.0.1:9/api/v2/logs");
+    }
 
     #[test]
     fn retry_after_seconds() {

@@ -1,6 +1,8 @@
+use std::io::Read;
 use std::sync::Mutex;
 
 use super::*;
+use crate::datadog::{Compression, Endpoint};
 use crate::metrics::Metrics;
 
 /// A scripted intake: answers each request with what `rule` says about its events.
@@ -11,13 +13,26 @@ struct Scripted<F> {
 
 impl<F: Fn(&[String], usize) -> (u16, Option<Duration>) + Send + Sync> Transport for Scripted<F> {
     fn send(&self, body: &Body) -> impl Future<Output = Answer> + Send {
-        let json: serde_json::Value =
-            serde_json::from_slice(&zstd::decode_all(&body.bytes[..]).unwrap()).unwrap();
-        let texts: Vec<String> = json["events"]["kubernetes"]
+        let raw = match body.encoding {
+            "zstd" => zstd::decode_all(&body.bytes[..]).unwrap(),
+            _ => {
+                let mut raw = Vec::new();
+                flate2::read::GzDecoder::new(&body.bytes[..])
+                    .read_to_end(&mut raw)
+                    .unwrap();
+                raw
+            }
+        };
+        let json: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        let (list, field) = match body.endpoint {
+            Endpoint::Logs => (&json, "message"),
+            _ => (&json["events"]["kubernetes"], "msg_text"),
+        };
+        let texts: Vec<String> = list
             .as_array()
             .unwrap()
             .iter()
-            .map(|e| e["msg_text"].as_str().unwrap().to_owned())
+            .map(|e| e[field].as_str().unwrap().to_owned())
             .collect();
         let mut log = self.log.lock().unwrap();
         let (status, after) = (self.rule)(&texts, log.len());
@@ -50,34 +65,48 @@ fn scripted<F: Fn(&[String], usize) -> (u16, Option<Duration>) + Send + Sync>(
     }
 }
 
-fn items(n: u64) -> Vec<(u64, DdEvent)> {
+fn items(n: u64) -> Vec<Outbound> {
     (1..=n)
-        .map(|seq| {
-            (
-                seq,
-                DdEvent {
-                    msg_title: format!("t{seq}"),
-                    msg_text: format!("e{seq}"),
-                    timestamp: 0,
-                    priority: "normal",
-                    host: String::new(),
-                    tags: vec![],
-                    alert_type: "info",
-                    aggregation_key: String::new(),
-                    source_type_name: "kubernetes",
-                    event_type: "kubernetes_apiserver",
-                },
-            )
+        .map(|seq| Outbound {
+            seqs: vec![seq],
+            event: DdEvent {
+                msg_title: format!("t{seq}"),
+                msg_text: format!("e{seq}"),
+                timestamp: 0,
+                priority: "normal",
+                host: String::new(),
+                tags: vec![],
+                alert_type: "info",
+                aggregation_key: String::new(),
+                source_type_name: "kubernetes",
+                event_type: "kubernetes_apiserver",
+            },
         })
         .collect()
 }
 
-async fn settle<T: Transport>(transport: &T, batch: &[(u64, DdEvent)]) -> Option<Settled> {
+fn encoder(logs: bool) -> Encoder {
+    Encoder {
+        hostname: "h".into(),
+        compression: Compression::Zstd,
+        logs,
+    }
+}
+
+async fn settle<T: Transport>(transport: &T, batch: &[Outbound]) -> Option<Settled> {
+    settle_as(transport, batch, &encoder(false)).await
+}
+
+async fn settle_as<T: Transport>(
+    transport: &T,
+    batch: &[Outbound],
+    encoder: &Encoder,
+) -> Option<Settled> {
     let shutdown = CancellationToken::new();
     let mut delays = Delays::new(Duration::from_millis(100), Duration::from_secs(64));
     Attempts {
         transport,
-        hostname: "h",
+        encoder,
         delays: &mut delays,
         forbidden_pause: Duration::from_secs(64),
         grace: Duration::from_secs(5),
@@ -119,6 +148,39 @@ async fn bad_event_is_found_by_bisection_and_dead_lettered() {
     assert_eq!(delivered, ["e1", "e2", "e3", "e4", "e5", "e7", "e8"]);
     // 8 → 4+4 → 2+2 → 1+1: a logarithmic number of requests, not one per event.
     assert!(s.requests <= 7, "{} requests", s.requests);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_bundle_dead_letters_every_record_it_carries() {
+    let intake = scripted(|texts, _| {
+        if texts.iter().any(|t| t == "e2") {
+            (400, None)
+        } else {
+            (202, None)
+        }
+    });
+    let mut batch = items(3);
+    batch[1].seqs = vec![2, 5, 9];
+    let s = settle(&intake, &batch).await.unwrap();
+    let dead: Vec<u64> = s.dead_letters.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(dead, [2, 5, 9]);
+    assert_eq!(intake.delivered(), ["e1", "e3"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn logs_go_at_most_1000_to_a_request() {
+    let intake = scripted(|texts, _| {
+        if texts.len() > 1000 {
+            (413, None)
+        } else {
+            (202, None)
+        }
+    });
+    let s = settle_as(&intake, &items(1500), &encoder(true))
+        .await
+        .unwrap();
+    assert_eq!(s.requests, 2, "split before sending, not after a 413");
+    assert_eq!(intake.delivered().len(), 1500);
 }
 
 #[tokio::test(start_paused = true)]
@@ -188,7 +250,7 @@ async fn shutdown_abandons_a_batch_that_cannot_be_delivered() {
     });
     let settled = Attempts {
         transport: &intake,
-        hostname: "h",
+        encoder: &encoder(false),
         delays: &mut delays,
         forbidden_pause: Duration::from_secs(64),
         grace: Duration::from_secs(5),
