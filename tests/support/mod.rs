@@ -10,6 +10,7 @@
 #![allow(dead_code)] // each test binary uses its own part of the support code
 
 pub mod faulty;
+pub mod golden;
 pub mod ha;
 pub mod load;
 
