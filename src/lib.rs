@@ -14,7 +14,9 @@
 //!   the ConfigMap that mirrors its token and epoch for the next one.
 //! - [`delivery`]: the delivery rules (what is a new occurrence, how each intake
 //!   answer is handled, where a new leader resumes), in one file.
-//! - [`datadog`]: every Kubernetes → Datadog field mapping, and the payload format.
+//! - [`datadog`]: every Kubernetes → Datadog field mapping (`transform.rs`), the
+//!   filters, and the payload formats (events, logs, service checks).
+//! - [`controlplane`]: the leader's `kube_apiserver_controlplane.up` service check.
 //! - [`event`]: a borrowed view of an event's JSON, shared by the stages.
 //! - [`config`]: the YAML file and its environment overrides; [`cli`]: the commands.
 //! - [`runtime`]: builds and runs the tasks; [`shutdown`]: signals.
@@ -24,6 +26,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod controlplane;
 pub mod datadog;
 pub mod delivery;
 pub mod dump;

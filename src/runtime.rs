@@ -291,7 +291,21 @@ impl Node {
             watch_stop.cancel();
             r
         };
-        let work = async { tokio::join!(watching, shipping) };
+        // The leader also reports the control plane's health, for as long as it leads.
+        let host = hostname(&self.config);
+        let health = crate::controlplane::report(
+            &self.client,
+            &self.intake,
+            &host,
+            self.config.datadog.cluster_name.as_deref(),
+            Duration::from_secs(self.config.datadog.service_check_interval_seconds),
+        );
+        let work = async {
+            tokio::select! {
+                done = async { tokio::join!(watching, shipping) } => done,
+                never = health => match never {},
+            }
+        };
         let outcome = match claim.as_mut() {
             None => Led::Done(work.await),
             Some((mirror, claim)) => tokio::select! {

@@ -72,13 +72,14 @@ impl Arrivals {
                 .flat_map(|m| m.values())
             {
                 for e in events.as_array().into_iter().flatten() {
-                    self.total += 1;
-                    let id = e["tags"]
+                    // One per occurrence, bundled or not.
+                    let ids = e["tags"]
                         .as_array()
                         .into_iter()
                         .flatten()
-                        .find_map(|t| t.as_str()?.strip_prefix("evrelay_id:"));
-                    if let Some(id) = id {
+                        .filter_map(|t| t.as_str()?.strip_prefix("evrelay_id:"));
+                    for id in ids {
+                        self.total += 1;
                         self.first.entry(id.to_owned()).or_insert(at);
                     }
                 }

@@ -73,8 +73,8 @@ impl Cluster {
     /// stream, and waits until every event created is delivered (a failure shows
     /// the leader's log). Returns the uids created.
     async fn finish_stream(&self, stream: Stream, leader: &Evrelay) -> Vec<String> {
-        let target = self.cp.intake_events().len() + 40;
-        assert!(eventually(DRAIN, || self.cp.intake_events().len() >= target).await);
+        let target = delivered_uids(&self.cp).len() + 40;
+        assert!(eventually(DRAIN, || delivered_uids(&self.cp).len() >= target).await);
         let created = stream.stop().await;
         assert!(
             eventually(DRAIN, || tally(&created, &delivered_uids(&self.cp)).lost
@@ -158,7 +158,7 @@ async fn standby_takes_over_after_kill_9() {
 
     let stream = Stream::start(c.admin.clone(), "app", RATE);
     // Mid-stream: some events delivered, and the mirror has published a token.
-    assert!(eventually(DRAIN, || c.cp.intake_events().len() >= 60).await);
+    assert!(eventually(DRAIN, || delivered_uids(&c.cp).len() >= 60).await);
     let deadline = Instant::now() + DRAIN;
     while !token_configmap(&c.admin, TOKEN_CM)
         .await
@@ -292,7 +292,7 @@ async fn partitioned_leader_steps_down_before_its_lease_expires() {
     wait_for_log(&b, "standing by", DRAIN).await;
 
     let stream = Stream::start(c.admin.clone(), "app", Duration::from_millis(50));
-    assert!(eventually(DRAIN, || c.cp.intake_events().len() >= 40).await);
+    assert!(eventually(DRAIN, || delivered_uids(&c.cp).len() >= 40).await);
     let cut = Instant::now();
     proxy.cut();
     let stepped_down = wait_for_log(&a, "leadership lost", DRAIN).await;
@@ -506,7 +506,7 @@ async fn rolling_restart_loses_and_duplicates_nothing() {
     );
 
     let stream = Stream::start(c.admin.clone(), "app", Duration::from_millis(50));
-    assert!(eventually(DRAIN, || c.cp.intake_events().len() >= 30).await);
+    assert!(eventually(DRAIN, || delivered_uids(&c.cp).len() >= 30).await);
 
     // The standby restarts first.
     assert!(b.terminate().success());

@@ -6,7 +6,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use support::{ControlPlane, create_event, create_namespace, eventually};
+use support::{ControlPlane, create_event, create_namespace, delivered_uids, eventually};
 
 const NAMESPACES: [&str; 3] = ["shop", "payments", "search"];
 const OBJECTS: [&str; 2] = ["api-0", "worker-0"];
@@ -41,11 +41,7 @@ async fn forwards_every_event_exactly_once() {
 
     let delivered = |cp: &ControlPlane| -> BTreeMap<String, usize> {
         let mut by_uid = BTreeMap::new();
-        for e in cp.intake_events() {
-            let uid = e
-                .event_uid()
-                .expect("every event carries evrelay_id")
-                .to_owned();
+        for uid in delivered_uids(cp) {
             *by_uid.entry(uid).or_insert(0) += 1;
         }
         by_uid
@@ -137,7 +133,7 @@ async fn forwards_every_event_exactly_once() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 100);
-    assert_eq!(cp.intake_events().len(), 100, "a dry run sent something");
+    assert_eq!(delivered_uids(&cp).len(), 100, "a dry run sent something");
 
     let status = evrelay.terminate();
     assert!(
@@ -159,11 +155,16 @@ async fn forwards_every_event_exactly_once() {
         "duplicates at the intake: {duplicated:?}"
     );
 
-    // Datadog's parser read the Cluster Agent's shape.
+    // Datadog's parser read the Cluster Agent's shape, bundled by default.
     let sample = cp.intake_events().into_iter().next().expect("events");
     assert_eq!(sample.source_type_name, "kubernetes");
     assert_eq!(sample.event_type, "kubernetes_apiserver");
-    assert!(sample.msg_title.starts_with("Pod "), "{}", sample.msg_title);
+    assert!(
+        sample.msg_title.starts_with("Events from the Pod "),
+        "{}",
+        sample.msg_title
+    );
+    assert!(sample.msg_text.starts_with("%%% \n"), "{}", sample.msg_text);
 
     // The journal holds the same 100, all shipped.
     let dump = cp.dump(&data);
@@ -206,12 +207,15 @@ async fn forwards_every_event_exactly_once() {
     assert_eq!(report["complete"], true);
     let replay_tag = format!("evrelay_replay:{}", report["replay_id"].as_str().unwrap());
     let all = cp.intake_events();
-    let replayed: BTreeSet<String> = all
+    let replayed: Vec<String> = all
         .iter()
         .filter(|e| e.tags.iter().flatten().any(|t| *t == replay_tag))
-        .map(|e| e.event_uid().unwrap().to_owned())
+        .flat_map(|e| e.event_uids())
+        .map(str::to_owned)
         .collect();
-    assert_eq!(all.len(), 200);
+    assert_eq!(delivered_uids(&cp).len(), 200);
+    assert_eq!(replayed.len(), 100, "each event replayed once");
+    let replayed: BTreeSet<String> = replayed.into_iter().collect();
     assert_eq!(replayed, created, "each event replayed once, tagged");
     assert_eq!(cp.dump_meta(&data)["shipped_through"]["datadog"], 100);
 
@@ -233,7 +237,7 @@ async fn restart_resumes_without_list_or_duplicates() {
     let data = cp.data_dir("replica-0");
     let mut first = cp.spawn_evrelay(&data);
     assert!(
-        eventually(Duration::from_secs(60), || cp.intake_events().len() >= 10).await,
+        eventually(Duration::from_secs(60), || delivered_uids(&cp).len() >= 10).await,
         "first run did not deliver; log:\n{}",
         first.log()
     );
@@ -259,17 +263,13 @@ async fn restart_resumes_without_list_or_duplicates() {
             .insert(create_event(&client, "shop", "api-0", "Pulled", &format!("after {i}")).await);
     }
     assert!(
-        eventually(Duration::from_secs(60), || cp.intake_events().len() >= 30).await,
+        eventually(Duration::from_secs(60), || delivered_uids(&cp).len() >= 30).await,
         "second run did not deliver; log:\n{}",
         second.log()
     );
     assert!(second.terminate().success());
 
-    let delivered: Vec<String> = cp
-        .intake_events()
-        .iter()
-        .map(|e| e.event_uid().expect("evrelay_id").to_owned())
-        .collect();
+    let delivered = delivered_uids(&cp);
     assert_eq!(delivered.len(), 30, "duplicates or extras at the intake");
     assert_eq!(delivered.into_iter().collect::<BTreeSet<_>>(), created);
     assert_eq!(

@@ -113,8 +113,17 @@ impl ControlPlane {
 
     /// The events fakeintake received on `/intake/`, as Datadog's own parser reads them.
     pub fn intake_events(&self) -> Vec<IntakeEvent> {
+        self.intake("events")
+            .into_iter()
+            .map(|v| serde_json::from_value(v).expect("intake-events line"))
+            .collect()
+    }
+
+    /// What fakeintake received of one kind (`events`, `logs`, `checks`), as
+    /// Datadog's own parsers read it.
+    pub fn intake(&self, kind: &str) -> Vec<serde_json::Value> {
         let output = Command::new(self.var("EVRELAY_INTAKE_EVENTS"))
-            .args(["-url", self.dd_url()])
+            .args(["-url", self.dd_url(), "-kind", kind])
             .output()
             .expect("running intake-events");
         assert!(
@@ -361,14 +370,16 @@ pub struct IntakeEvent {
 }
 
 impl IntakeEvent {
-    /// The event uid from the `evrelay_id:<uid>.<resourceVersion>` tag.
-    pub fn event_uid(&self) -> Option<&str> {
+    /// The uids of the Kubernetes events this Datadog event carries, from its
+    /// `evrelay_id:<uid>.<resourceVersion>` tags (one unbundled, several bundled).
+    pub fn event_uids(&self) -> Vec<&str> {
         self.tags
             .iter()
             .flatten()
-            .find_map(|t| t.strip_prefix("evrelay_id:"))
-            .and_then(|id| id.rsplit_once('.'))
+            .filter_map(|t| t.strip_prefix("evrelay_id:"))
+            .filter_map(|id| id.rsplit_once('.'))
             .map(|(uid, _)| uid)
+            .collect()
     }
 }
 
@@ -486,14 +497,15 @@ impl Stream {
     }
 }
 
-/// Delivered event uids at the intake, in arrival order (duplicates kept).
+/// Delivered event uids at the intake, in arrival order (duplicates kept), whether
+/// bundled or not.
 pub fn delivered_uids(cp: &ControlPlane) -> Vec<String> {
     cp.intake_events()
         .iter()
-        .map(|e| {
-            e.event_uid()
-                .expect("every event carries evrelay_id")
-                .to_owned()
+        .flat_map(|e| {
+            let uids = e.event_uids();
+            assert!(!uids.is_empty(), "an event without evrelay_id: {e:?}");
+            uids.into_iter().map(str::to_owned).collect::<Vec<_>>()
         })
         .collect()
 }

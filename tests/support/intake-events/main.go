@@ -1,9 +1,10 @@
-// intake-events prints, one JSON object per line, every event that a fakeintake
-// received on /intake/, as Datadog's own parser (fakeintake's aggregator) reads
-// them. The end-to-end tests use it so that Datadog's code, not ours, judges the
+// intake-events prints, one JSON object per line, everything of one kind that a
+// fakeintake received, as Datadog's own parsers (fakeintake's aggregators) read
+// it: events (/intake/), logs (/api/v2/logs) or service checks (/api/v1/check_run).
+// The end-to-end tests use it so that Datadog's code, not ours, judges the
 // payloads evrelay sends.
 //
-//	intake-events -url http://127.0.0.1:PORT
+//	intake-events -url http://127.0.0.1:PORT [-kind events|logs|checks]
 package main
 
 import (
@@ -31,18 +32,56 @@ type parsed struct {
 
 func main() {
 	url := flag.String("url", "", "fakeintake base URL")
+	kind := flag.String("kind", "events", "events, logs or checks")
 	flag.Parse()
 	if *url == "" {
-		fmt.Fprintln(os.Stderr, "usage: intake-events -url http://127.0.0.1:PORT")
+		fmt.Fprintln(os.Stderr, "usage: intake-events -url http://127.0.0.1:PORT [-kind events|logs|checks]")
 		os.Exit(2)
 	}
 	c := client.NewClient(*url, client.WithoutStrictFakeintakeIDCheck())
+	out := json.NewEncoder(os.Stdout)
+	switch *kind {
+	case "events":
+		printEvents(c, out)
+	case "logs":
+		services, err := c.GetLogServiceNames()
+		fail("reading log services", err)
+		for _, service := range services {
+			logs, err := c.FilterLogs(service)
+			fail("parsing logs", err)
+			for _, l := range logs {
+				fail("writing", out.Encode(l))
+			}
+		}
+	case "checks":
+		names, err := c.GetCheckRunNames()
+		fail("reading check names", err)
+		for _, name := range names {
+			runs, err := c.GetCheckRun(name)
+			fail("parsing check runs", err)
+			for _, r := range runs {
+				fail("writing", out.Encode(r))
+			}
+		}
+	default:
+		fmt.Fprintln(os.Stderr, "unknown -kind", *kind)
+		os.Exit(2)
+	}
+}
+
+func fail(what string, err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, what+":", err)
+		os.Exit(1)
+	}
+}
+
+func printEvents(c *client.Client, out *json.Encoder) {
 	sources, err := c.GetEventSources()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "reading event sources:", err)
 		os.Exit(1)
 	}
-	out := json.NewEncoder(os.Stdout)
 	for _, source := range sources {
 		events, err := c.FilterEvents(source)
 		if err != nil {
