@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use evrelay::datadog::EventsConfig;
 
 /// One case, expanded.
+#[derive(Clone)]
 pub struct Case {
     pub name: String,
     pub about: String,

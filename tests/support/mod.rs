@@ -354,7 +354,7 @@ impl Drop for Evrelay {
 }
 
 /// One event as fakeintake's parser read it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct IntakeEvent {
     pub source: String,
     pub msg_title: String,

@@ -1,0 +1,282 @@
+//! Datadog fidelity end to end: the golden corpus (`tests/golden/`) goes through the
+//! real API server and evrelay to fakeintake, and Datadog's own parsers read back
+//! what arrived. Titles, text, timestamps, hosts, tags, alert types and
+//! aggregation keys must be what the corpus says; only the `evrelay_id` tags differ,
+//! as the API server assigns uids and resourceVersions.
+//!
+//! Three runs on one control plane:
+//! 1. cases with `DD_CLUSTER_NAME=prod`, created before evrelay starts (one LIST);
+//! 2. cases without a cluster name, created while evrelay is down and delivered by
+//!    the resumed watch, with deflate compression;
+//! 3. everything again as Datadog logs, from a fresh journal.
+//!
+//! Run 1 and 2 also check the leader's `kube_apiserver_controlplane.up` service
+//! checks as fakeintake parsed them.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+
+use support::golden::{Case, cases};
+use support::{ControlPlane, IntakeEvent, create_namespace, delivered_uids, eventually};
+
+const WITH_CLUSTER: &[&str] = &[
+    "crashloop",
+    "oom-kill",
+    "failed-scheduling",
+    "node-not-ready",
+    "cluster-scoped",
+    "non-latin",
+];
+const WITHOUT_CLUSTER: &[&str] = &[
+    "image-pull-backoff",
+    "hpa-rescale",
+    "long-message",
+    "event-time-only",
+    "missing-message",
+];
+const DRAIN: Duration = Duration::from_secs(90);
+
+fn pick(all: &[Case], names: &[&str]) -> Vec<Case> {
+    names
+        .iter()
+        .map(|n| {
+            let case = all.iter().find(|c| c.name == *n).expect("case in corpus");
+            assert!(case.filtered.is_empty() && case.events_config.mode == "bundled");
+            case.clone()
+        })
+        .collect()
+}
+
+/// Creates a case's events in order; a name seen before is an update of that
+/// event (a count bump). Returns how many events the API server holds for it.
+async fn create(client: &kube::Client, case: &Case) -> usize {
+    let mut latest: std::collections::HashMap<String, String> = Default::default();
+    for raw in &case.events {
+        let mut raw = raw.clone();
+        let meta = raw["metadata"].as_object_mut().unwrap();
+        meta.remove("uid");
+        meta.remove("resourceVersion");
+        let name = meta["name"].as_str().unwrap().to_owned();
+        let namespace = meta["namespace"].as_str().unwrap().to_owned();
+        let mut event: Event = serde_json::from_value(raw).expect("a core/v1 Event");
+        let api = Api::<Event>::namespaced(client.clone(), &namespace);
+        let stored = match latest.get(&name) {
+            None => api.create(&PostParams::default(), &event).await,
+            Some(rv) => {
+                event.metadata.resource_version = Some(rv.clone());
+                api.replace(&name, &PostParams::default(), &event).await
+            }
+        }
+        .unwrap_or_else(|e| panic!("{}: the API server refused {name}: {e}", case.name));
+        latest.insert(name, stored.metadata.resource_version.unwrap());
+    }
+    latest.len()
+}
+
+/// A Datadog event reduced to what the corpus pins down: every field, tags sorted
+/// and without `evrelay_id`.
+fn comparable(v: &Value) -> Value {
+    let mut tags: Vec<String> = v["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str())
+        .filter(|t| !t.starts_with("evrelay_id:"))
+        .map(str::to_owned)
+        .collect();
+    tags.sort();
+    json!({
+        "msg_title": v["msg_title"], "msg_text": v["msg_text"], "timestamp": v["timestamp"],
+        "priority": v["priority"], "host": v["host"].as_str().unwrap_or(""), "tags": tags,
+        "alert_type": v["alert_type"], "aggregation_key": v["aggregation_key"],
+        "source_type_name": v["source_type_name"], "event_type": v["event_type"],
+    })
+}
+
+fn sorted(values: impl Iterator<Item = Value>) -> Vec<Value> {
+    let mut v: Vec<Value> = values.collect();
+    v.sort_by_key(|x| x.to_string());
+    v
+}
+
+fn received(cp: &ControlPlane) -> Vec<Value> {
+    sorted(
+        cp.intake_events()
+            .iter()
+            .map(|e: &IntakeEvent| comparable(&serde_json::to_value(e).unwrap())),
+    )
+}
+
+/// The leader's service checks at fakeintake: (component, status) pairs, with the
+/// tags of the first one seen for `component:apiserver`.
+fn service_checks(cp: &ControlPlane) -> (BTreeSet<(String, i64)>, Vec<String>) {
+    let checks = cp.intake("checks");
+    let mut seen = BTreeSet::new();
+    let mut apiserver_tags = Vec::new();
+    for c in checks
+        .iter()
+        .filter(|c| c["check"] == "kube_apiserver_controlplane.up")
+    {
+        let tags: Vec<String> = c["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().map(str::to_owned))
+            .collect();
+        let component = tags
+            .iter()
+            .find_map(|t| t.strip_prefix("component:"))
+            .unwrap_or("")
+            .to_owned();
+        if component == "apiserver" && apiserver_tags.is_empty() {
+            apiserver_tags = tags.clone();
+        }
+        seen.insert((component, c["status"].as_i64().unwrap()));
+    }
+    (seen, apiserver_tags)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datadogs_parser_reads_the_corpus_as_written() {
+    let all = cases();
+    let with_cluster = pick(&all, WITH_CLUSTER);
+    let without_cluster = pick(&all, WITHOUT_CLUSTER);
+    let cp = ControlPlane::start();
+    let client = cp.client().await;
+    for ns in ["shop", "frontend", "jobs"] {
+        create_namespace(&client, ns).await;
+    }
+    let data = cp.data_dir("replica-0");
+    // A long linger gathers each run's events into one batch, as the corpus
+    // bundles them (bundles form per batch).
+    let linger = ("EVRELAY_SHIP_FLUSH_INTERVAL_MS", "3000");
+
+    // Run 1: created first, listed at start.
+    let mut held = 0;
+    for case in &with_cluster {
+        held += create(&client, case).await;
+    }
+    let mut evrelay = cp.spawn_evrelay_with(&data, &[("DD_CLUSTER_NAME", "prod"), linger]);
+    assert!(
+        eventually(DRAIN, || delivered_uids(&cp).len() >= held).await,
+        "run 1 not delivered; log:\n{}",
+        evrelay.log()
+    );
+    let expected = sorted(
+        with_cluster
+            .iter()
+            .flat_map(|c| c.expected.iter().map(comparable)),
+    );
+    assert_eq!(received(&cp), expected, "run 1: Datadog read other events");
+    let (checks, tags) = service_checks(&cp);
+    assert!(
+        checks.contains(&("apiserver".into(), 0)) && checks.contains(&("etcd".into(), 0)),
+        "no healthy control-plane checks: {checks:?}"
+    );
+    assert!(
+        tags.contains(&"kube_cluster_name:prod".to_owned()),
+        "{tags:?}"
+    );
+    assert!(evrelay.terminate().success());
+
+    // Run 2: created while evrelay is down, delivered by the resumed watch (every
+    // update is an occurrence), deflate-compressed.
+    let mut occurrences = 0;
+    for case in &without_cluster {
+        create(&client, case).await;
+        occurrences += case.events.len();
+    }
+    let before = delivered_uids(&cp).len();
+    let mut evrelay =
+        cp.spawn_evrelay_with(&data, &[linger, ("EVRELAY_DATADOG_COMPRESSION", "deflate")]);
+    assert!(
+        eventually(DRAIN, || delivered_uids(&cp).len() >= before + occurrences).await,
+        "run 2 not delivered; log:\n{}",
+        evrelay.log()
+    );
+    let expected = sorted(
+        with_cluster
+            .iter()
+            .chain(&without_cluster)
+            .flat_map(|c| c.expected.iter().map(comparable)),
+    );
+    assert_eq!(received(&cp), expected, "run 2: Datadog read other events");
+    assert!(evrelay.terminate().success());
+    assert_eq!(
+        cp.event_requests("list"),
+        1,
+        "run 2 resumed the watch without a LIST"
+    );
+
+    // Run 3: the same events as logs, from a fresh journal (one LIST of all).
+    let fresh = cp.data_dir("logs");
+    let mut evrelay = cp.spawn_evrelay_with(
+        &fresh,
+        &[
+            ("DD_CLUSTER_NAME", "prod"),
+            ("EVRELAY_DATADOG_OUTPUT", "logs"),
+            ("EVRELAY_LEADER_ENABLED", "false"),
+        ],
+    );
+    let logs_ids = |cp: &ControlPlane| -> Vec<String> {
+        cp.intake("logs")
+            .iter()
+            .flat_map(|l| {
+                l["ddtags"]
+                    .as_str()
+                    .unwrap_or("")
+                    .split(',')
+                    .filter_map(|t| t.strip_prefix("evrelay_id:"))
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let distinct: usize = with_cluster
+        .iter()
+        .chain(&without_cluster)
+        .map(|c| {
+            c.events
+                .iter()
+                .map(|e| e["metadata"]["name"].as_str().unwrap())
+                .collect::<BTreeSet<_>>()
+                .len()
+        })
+        .sum();
+    assert!(
+        eventually(DRAIN, || logs_ids(&cp).len() >= distinct).await,
+        "logs not delivered; log:\n{}",
+        evrelay.log()
+    );
+    assert!(evrelay.terminate().success());
+    let logs = cp.intake("logs");
+    assert_eq!(logs.len(), distinct, "one log per event");
+    let oom = logs
+        .iter()
+        .find(|l| l["message"] == "System OOM encountered, victim process: java, pid: 4242")
+        .expect("the OOM log");
+    assert_eq!(oom["ddsource"], "kubernetes");
+    assert_eq!(oom["service"], "kubernetes");
+    assert_eq!(oom["status"], "warning");
+    assert_eq!(oom["hostname"], "node-c-prod");
+    assert_eq!(oom["timestamp"], 1_795_341_720_000_i64);
+    let tags: Vec<&str> = oom["ddtags"].as_str().unwrap().split(',').collect();
+    for tag in [
+        "event_reason:SystemOOM",
+        "kube_kind:Node",
+        "kube_cluster_name:prod",
+    ] {
+        assert!(tags.contains(&tag), "{tag} missing: {tags:?}");
+    }
+    assert!(
+        logs.iter()
+            .any(|l| l["message"].as_str().unwrap_or("").contains("😞")),
+        "non-Latin text mangled in logs"
+    );
+}
