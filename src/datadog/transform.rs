@@ -183,6 +183,16 @@ impl Transform {
         mapped
     }
 
+    /// The records `seqs` of `batch`, one Datadog event each (for a bundle the
+    /// intake refused, to find the event at fault).
+    pub fn unbundle(&self, batch: &[Occurrence<'_>], seqs: &[u64]) -> Vec<Outbound> {
+        batch
+            .iter()
+            .filter(|o| seqs.contains(&o.seq))
+            .map(|o| self.unbundled(o))
+            .collect()
+    }
+
     /// One Datadog event for one Kubernetes event.
     fn unbundled(&self, o: &Occurrence<'_>) -> Outbound {
         let e = &o.event;

@@ -3,7 +3,6 @@
 //! is either delivered or dead-lettered.
 
 use std::future::Future;
-use std::ops::Range;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -48,6 +47,10 @@ pub struct Attempts<'a, T> {
     pub shutdown: &'a CancellationToken,
     /// Counts each request (status, duration) and each retry.
     pub metrics: &'a Metrics,
+    /// The records of a bundle, one Datadog event each: when the intake refuses a
+    /// bundle (400), its events are sent one by one, so only the one at fault is
+    /// dead-lettered, not the events bundled with it.
+    pub unbundle: &'a (dyn Fn(&[u64]) -> Vec<Outbound> + Sync),
 }
 
 impl<T: Transport> Attempts<'_, T> {
@@ -61,15 +64,13 @@ impl<T: Transport> Attempts<'_, T> {
             tokio::time::sleep(self.grace).await;
         };
         tokio::pin!(deadline);
-        // Ranges still to send; the next one is on top, so order is kept.
-        let mut todo: Vec<Range<usize>> = Vec::new();
-        todo.push(0..items.len());
-        while let Some(range) = todo.pop() {
-            let slice = &items[range.clone()];
-            let events: Vec<&DdEvent> = slice.iter().map(|o| &o.event).collect();
+        // Parts still to send; the next one is on top, so order is kept.
+        let mut todo: Vec<Vec<Outbound>> = vec![items.to_vec()];
+        while let Some(part) = todo.pop() {
+            let events: Vec<&DdEvent> = part.iter().map(|o| &o.event).collect();
             let body = self.encoder.encode(&events);
-            if slice.len() > 1 && body.too_big() {
-                split(&mut todo, range);
+            if part.len() > 1 && body.too_big() {
+                split(&mut todo, part);
                 continue;
             }
             loop {
@@ -86,19 +87,30 @@ impl<T: Transport> Attempts<'_, T> {
                         self.delays.reset();
                         break;
                     }
-                    Verdict::Split | Verdict::Reject if slice.len() > 1 => {
-                        tracing::warn!(detail = %answer.detail, events = slice.len(), "intake refused a request; sending its halves");
-                        split(&mut todo, range);
+                    Verdict::Split | Verdict::Reject if part.len() > 1 => {
+                        tracing::warn!(detail = %answer.detail, events = part.len(), "intake refused a request; sending its halves");
+                        split(&mut todo, part);
+                        break;
+                    }
+                    Verdict::Reject if part[0].seqs.len() > 1 => {
+                        let seqs = &part[0].seqs;
+                        tracing::warn!(detail = %answer.detail, events = seqs.len(), "intake refused a bundle; sending its events one by one");
+                        let singles = (self.unbundle)(seqs);
+                        let alone: Vec<u64> = singles.iter().flat_map(|o| o.seqs.clone()).collect();
+                        // Anything that cannot go alone is dead-lettered, never skipped.
+                        let letter = dead_letter(&answer);
+                        settled.dead_letters.extend(
+                            seqs.iter()
+                                .filter(|s| !alone.contains(s))
+                                .map(|s| (*s, letter.clone())),
+                        );
+                        todo.push(singles);
                         break;
                     }
                     Verdict::Split | Verdict::Reject => {
-                        let seqs = &slice[0].seqs;
+                        let seqs = &part[0].seqs;
                         tracing::error!(?seqs, detail = %answer.detail, "intake refused an event for good; dead-lettered");
-                        let letter = DeadLetter {
-                            status: answer.status,
-                            reason: answer.detail,
-                            at_ms: jiff::Timestamp::now().as_millisecond(),
-                        };
+                        let letter = dead_letter(&answer);
                         settled
                             .dead_letters
                             .extend(seqs.iter().map(|seq| (*seq, letter.clone())));
@@ -126,11 +138,19 @@ impl<T: Transport> Attempts<'_, T> {
     }
 }
 
-/// Replaces `range` on the stack by its two halves, first half on top.
-fn split(todo: &mut Vec<Range<usize>>, range: Range<usize>) {
-    let mid = range.start + range.len() / 2;
-    todo.push(mid..range.end);
-    todo.push(range.start..mid);
+fn dead_letter(answer: &Answer) -> DeadLetter {
+    DeadLetter {
+        status: answer.status,
+        reason: answer.detail.clone(),
+        at_ms: jiff::Timestamp::now().as_millisecond(),
+    }
+}
+
+/// Puts `part`'s two halves on the stack, first half on top.
+fn split(todo: &mut Vec<Vec<Outbound>>, mut part: Vec<Outbound>) {
+    let second = part.split_off(part.len() / 2);
+    todo.push(second);
+    todo.push(part);
 }
 
 #[cfg(test)]

@@ -171,12 +171,20 @@ impl<T: Transport> Shipper<T> {
                 continue;
             }
             let last = batch.last().expect("not empty").seq;
-            let (items, filtered) = self.transform(&batch);
+            let occurrences = occurrences(batch.iter().map(|s| (s.seq, &s.record)));
+            let mapped = self.transform.map(&occurrences);
+            self.metrics.filtered(mapped.filtered.len());
+            let (items, filtered) = (mapped.outbound, mapped.filtered);
             let outbound = items.len();
+            let unbundle = |seqs: &[u64]| self.transform.unbundle(&occurrences, seqs);
             let settled = if items.is_empty() {
                 Settled::default()
             } else {
-                match self.attempts(&mut delays, &shutdown).settle(&items).await {
+                match self
+                    .attempts(&mut delays, &shutdown, &unbundle)
+                    .settle(&items)
+                    .await
+                {
                     Some(settled) => settled,
                     None => return Ok(()), // shutdown: the batch stays pending
                 }
@@ -215,6 +223,7 @@ impl<T: Transport> Shipper<T> {
         &'a self,
         delays: &'a mut Delays,
         shutdown: &'a CancellationToken,
+        unbundle: &'a (dyn Fn(&[u64]) -> Vec<Outbound> + Sync),
     ) -> Attempts<'a, T> {
         Attempts {
             transport: &self.intake,
@@ -224,6 +233,7 @@ impl<T: Transport> Shipper<T> {
             grace: Duration::from_secs(self.config.shutdown_grace_seconds),
             shutdown,
             metrics: &self.metrics,
+            unbundle,
         }
     }
 
@@ -237,19 +247,11 @@ impl<T: Transport> Shipper<T> {
         .await
         .expect("journal task panicked")?)
     }
-
-    /// The Datadog events for a batch, each with the records it carries. Gap
-    /// markers are not events; filtered events are counted and passed over; records
-    /// whose bytes are damaged are reported and passed over (they cannot be repaired).
-    fn transform(&self, batch: &[StoredRecord]) -> (Vec<Outbound>, Vec<u64>) {
-        let occurrences = occurrences(batch.iter().map(|s| (s.seq, &s.record)));
-        let mapped = self.transform.map(&occurrences);
-        self.metrics.filtered(mapped.filtered.len());
-        (mapped.outbound, mapped.filtered)
-    }
 }
 
-/// The events among journal records, parsed for the transform.
+/// The events among journal records, parsed for the transform. Gap markers are
+/// not events; records whose bytes are damaged are reported and passed over (they
+/// cannot be repaired).
 fn occurrences<'a>(
     records: impl Iterator<
         Item = (

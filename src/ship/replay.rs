@@ -105,7 +105,18 @@ impl<T: Transport> Shipper<T> {
                 item.event.tags.push(tag.clone());
             }
             let records = items.iter().map(|i| i.seqs.len()).sum::<usize>();
-            let Some(settled) = self.attempts(&mut delays, shutdown).settle(&items).await else {
+            let unbundle = |seqs: &[u64]| {
+                let mut singles = self.transform.unbundle(&occurrences, seqs);
+                for single in &mut singles {
+                    single.event.tags.push(tag.clone());
+                }
+                singles
+            };
+            let Some(settled) = self
+                .attempts(&mut delays, shutdown, &unbundle)
+                .settle(&items)
+                .await
+            else {
                 tracing::warn!(replay_id = %report.replay_id, sent = report.events, "replay interrupted by shutdown");
                 return Ok(report);
             };

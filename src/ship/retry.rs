@@ -1,5 +1,6 @@
-//! Delays between attempts: exponential, capped, with full jitter, and never shorter
-//! than what the intake asked for with `Retry-After`.
+//! Delays between attempts: exponential, capped, with full jitter; or, when the
+//! intake said when to come back (`Retry-After`), that, plus at most 5 % so that
+//! many senders do not return at the same instant.
 
 use std::time::Duration;
 
@@ -27,13 +28,13 @@ impl Delays {
         }
     }
 
-    /// The next delay: uniform in [0, step] (full jitter), raised to `at_least`.
-    pub fn next(&mut self, at_least: Option<Duration>) -> Duration {
+    /// The next delay: `retry_after` and up to 5 % more when the intake gave one,
+    /// else uniform in [0, step] (full jitter).
+    pub fn next(&mut self, retry_after: Option<Duration>) -> Duration {
         let step = self.schedule.next().unwrap_or(self.cap);
-        let jittered = step.mul_f64(fastrand::f64());
-        match at_least {
-            Some(floor) => jittered.max(floor),
-            None => jittered,
+        match retry_after {
+            Some(asked) => asked.mul_f64(1.0 + 0.05 * fastrand::f64()),
+            None => step.mul_f64(fastrand::f64()),
         }
     }
 
@@ -53,7 +54,12 @@ mod tests {
         for _ in 0..50 {
             assert!(d.next(None) <= Duration::from_secs(2));
         }
-        assert!(d.next(Some(Duration::from_secs(10))) >= Duration::from_secs(10));
+        // Deep in the schedule, Retry-After still decides: no later than asked + 5 %.
+        for _ in 0..20 {
+            let wait = d.next(Some(Duration::from_secs(10)));
+            assert!(wait >= Duration::from_secs(10), "{wait:?}");
+            assert!(wait <= Duration::from_millis(10_500), "{wait:?}");
+        }
         d.reset();
         assert!(d.next(None) <= Duration::from_millis(100));
     }

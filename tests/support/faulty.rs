@@ -25,6 +25,21 @@ pub enum Fault {
     Status(u16),
     /// 429 with `Retry-After: <seconds>`.
     TooMany { retry_after_secs: u64 },
+    /// Judges each `/intake/` body as Datadog would a bad one: 413 when it holds
+    /// more than `max_events` events, else 400 when it holds `reject`; else forwards.
+    Judge { reject: String, max_events: usize },
+}
+
+/// The events in a zstd `/intake/` body, and its JSON text.
+fn intake_body(body: &[u8]) -> (usize, String) {
+    let raw = zstd::decode_all(body).unwrap_or_default();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let events = json["events"]
+        .as_object()
+        .map(|m| m.values().filter_map(|v| v.as_array()).map(Vec::len).sum())
+        .unwrap_or(0);
+    (events, text)
 }
 
 /// One request the intake saw.
@@ -32,6 +47,8 @@ pub enum Fault {
 pub struct Hit {
     pub at: Instant,
     pub status: u16,
+    /// `/intake/`, `/api/v1/check_run`, …
+    pub path: String,
 }
 
 #[derive(Clone)]
@@ -121,9 +138,22 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let fault = shared.fault.lock().unwrap().clone();
+    let mut fault = shared.fault.lock().unwrap().clone();
+    let path = uri.path().to_owned();
+    if let Fault::Judge { reject, max_events } = fault.clone() {
+        fault = Fault::Pass;
+        if path == "/intake/" {
+            let (events, text) = intake_body(&body);
+            // Size first, as an intake refuses a body before it parses it.
+            if events > max_events {
+                fault = Fault::Status(413);
+            } else if text.contains(reject.as_str()) {
+                fault = Fault::Status(400);
+            }
+        }
+    }
     let mut response = match fault {
-        Fault::Pass | Fault::Refuse => {
+        Fault::Pass | Fault::Refuse | Fault::Judge { .. } => {
             let mut request = shared
                 .client
                 .request(method, format!("{}{}", shared.upstream, uri))
@@ -156,6 +186,7 @@ async fn handle(
     shared.hits.lock().unwrap().push(Hit {
         at: Instant::now(),
         status: response.status().as_u16(),
+        path,
     });
     response
 }

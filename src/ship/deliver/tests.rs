@@ -85,6 +85,11 @@ fn items(n: u64) -> Vec<Outbound> {
         .collect()
 }
 
+/// For batches without bundles.
+fn no_bundles(_: &[u64]) -> Vec<Outbound> {
+    unreachable!("no bundle in these batches")
+}
+
 fn encoder(logs: bool) -> Encoder {
     Encoder {
         hostname: "h".into(),
@@ -112,6 +117,7 @@ async fn settle_as<T: Transport>(
         grace: Duration::from_secs(5),
         shutdown: &shutdown,
         metrics: &Metrics::new(),
+        unbundle: &no_bundles,
     }
     .settle(batch)
     .await
@@ -151,9 +157,10 @@ async fn bad_event_is_found_by_bisection_and_dead_lettered() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_refused_bundle_dead_letters_every_record_it_carries() {
+async fn a_refused_bundle_is_sent_event_by_event_and_only_the_bad_one_dead_lettered() {
+    // The bundle (records 2, 5, 9) reads "bundle"; alone, record 5 is the bad one.
     let intake = scripted(|texts, _| {
-        if texts.iter().any(|t| t == "e2") {
+        if texts.iter().any(|t| t == "bundle" || t == "e5") {
             (400, None)
         } else {
             (202, None)
@@ -161,10 +168,31 @@ async fn a_refused_bundle_dead_letters_every_record_it_carries() {
     });
     let mut batch = items(3);
     batch[1].seqs = vec![2, 5, 9];
-    let s = settle(&intake, &batch).await.unwrap();
+    batch[1].event.msg_text = "bundle".into();
+    let singles = |seqs: &[u64]| -> Vec<Outbound> {
+        items(9)
+            .into_iter()
+            .filter(|o| seqs.contains(&o.seqs[0]))
+            .collect()
+    };
+    let shutdown = CancellationToken::new();
+    let mut delays = Delays::new(Duration::from_millis(100), Duration::from_secs(64));
+    let s = Attempts {
+        transport: &intake,
+        encoder: &encoder(false),
+        delays: &mut delays,
+        forbidden_pause: Duration::from_secs(64),
+        grace: Duration::from_secs(5),
+        shutdown: &shutdown,
+        metrics: &Metrics::new(),
+        unbundle: &singles,
+    }
+    .settle(&batch)
+    .await
+    .unwrap();
     let dead: Vec<u64> = s.dead_letters.iter().map(|(seq, _)| *seq).collect();
-    assert_eq!(dead, [2, 5, 9]);
-    assert_eq!(intake.delivered(), ["e1", "e3"]);
+    assert_eq!(dead, [5]);
+    assert_eq!(intake.delivered(), ["e1", "e2", "e9", "e3"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -214,7 +242,7 @@ async fn retry_after_is_honoured() {
     assert_eq!(s.requests, 2);
     let waited = start.elapsed();
     assert!(waited >= Duration::from_secs(30), "waited {waited:?}");
-    assert!(waited < Duration::from_secs(31), "waited {waited:?}");
+    assert!(waited <= Duration::from_millis(31_500), "waited {waited:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -256,6 +284,7 @@ async fn shutdown_abandons_a_batch_that_cannot_be_delivered() {
         grace: Duration::from_secs(5),
         shutdown: &shutdown,
         metrics: &Metrics::new(),
+        unbundle: &no_bundles,
     }
     .settle(&items(3))
     .await;
