@@ -37,12 +37,14 @@ pub enum Verdict {
     /// 2xx: every record in the request is delivered.
     Delivered,
     /// Try the same request again later (408, 429, 5xx, network errors, and any
-    /// status not named below), after at least `after` when the intake said so.
+    /// status not named below), after `after` when the intake said so
+    /// (`Retry-After`, honoured as given), else after an exponential backoff.
     Retry { after: Option<Duration> },
     /// 413: the request is too large; send its halves.
     Split,
     /// 400: something in the request is malformed; find it by bisection and
-    /// dead-letter it, ship the rest.
+    /// dead-letter it, ship the rest. A refused bundle is resent event by event,
+    /// so only the event at fault is dead-lettered, not those bundled with it.
     Reject,
     /// 401/403: the API key is refused. Stop shipping (the backlog stays in the
     /// journal), keep journaling, report loudly.

@@ -280,3 +280,41 @@ async fn datadogs_parser_reads_the_corpus_as_written() {
         "non-Latin text mangled in logs"
     );
 }
+
+/// The intake is reached through the proxy named by the standard variables
+/// (`HTTP_PROXY` here; `HTTPS_PROXY` for the https sites), as operators behind an
+/// egress proxy configure it: `DD_URL` names a host that does not resolve, so only
+/// the proxy can deliver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_intake_is_reached_through_the_standard_proxy_variables() {
+    let cp = ControlPlane::start();
+    let client = cp.client().await;
+    create_namespace(&client, "proxied").await;
+    // The fault-injecting intake forwards what it receives to fakeintake: as a plain
+    // HTTP proxy it gets `POST http://datadog.invalid/intake/` and passes it on.
+    let proxy = support::faulty::FaultyIntake::start(cp.dd_url()).await;
+    let uid = support::create_event(&client, "proxied", "api-0", "Started", "via proxy").await;
+    let data = cp.data_dir("replica-0");
+    let proxy_url = proxy.url();
+    let mut evrelay = cp.spawn_evrelay_with(
+        &data,
+        &[
+            ("DD_URL", "http://datadog.invalid"),
+            ("HTTP_PROXY", &proxy_url),
+            ("NO_PROXY", "127.0.0.1,localhost"),
+        ],
+    );
+    assert!(
+        eventually(DRAIN, || delivered_uids(&cp).contains(&uid)).await,
+        "nothing came through the proxy; log:\n{}",
+        evrelay.log()
+    );
+    assert!(
+        proxy
+            .hits()
+            .iter()
+            .any(|h| h.path == "/intake/" && h.status == 200),
+        "the proxy saw no intake request"
+    );
+    assert!(evrelay.terminate().success());
+}

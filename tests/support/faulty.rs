@@ -156,7 +156,15 @@ async fn handle(
         Fault::Pass | Fault::Refuse | Fault::Judge { .. } => {
             let mut request = shared
                 .client
-                .request(method, format!("{}{}", shared.upstream, uri))
+                // Origin-form, also when the request came as a proxy's absolute-form.
+                .request(
+                    method,
+                    format!(
+                        "{}{}",
+                        shared.upstream,
+                        uri.path_and_query().map_or("/", |p| p.as_str())
+                    ),
+                )
                 .body(body);
             for (name, value) in &headers {
                 if name != "host" && name != "content-length" {
