@@ -49,6 +49,8 @@ pub struct Hit {
     pub status: u16,
     /// `/intake/`, `/api/v1/check_run`, …
     pub path: String,
+    pub user_agent: String,
+    pub content_encoding: String,
 }
 
 #[derive(Clone)]
@@ -140,6 +142,14 @@ async fn handle(
 ) -> Response {
     let mut fault = shared.fault.lock().unwrap().clone();
     let path = uri.path().to_owned();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let (user_agent, content_encoding) = (header("user-agent"), header("content-encoding"));
     if let Fault::Judge { reject, max_events } = fault.clone() {
         fault = Fault::Pass;
         if path == "/intake/" {
@@ -195,6 +205,8 @@ async fn handle(
         at: Instant::now(),
         status: response.status().as_u16(),
         path,
+        user_agent,
+        content_encoding,
     });
     response
 }
