@@ -99,13 +99,14 @@ fn encoder(logs: bool) -> Encoder {
 }
 
 async fn settle<T: Transport>(transport: &T, batch: &[Outbound]) -> Option<Settled> {
-    settle_as(transport, batch, &encoder(false)).await
+    settle_with(transport, batch, &encoder(false), &no_bundles).await
 }
 
-async fn settle_as<T: Transport>(
+async fn settle_with<T: Transport>(
     transport: &T,
     batch: &[Outbound],
     encoder: &Encoder,
+    unbundle: &(dyn Fn(&[u64]) -> Vec<Outbound> + Sync),
 ) -> Option<Settled> {
     let shutdown = CancellationToken::new();
     let mut delays = Delays::new(Duration::from_millis(100), Duration::from_secs(64));
@@ -117,7 +118,7 @@ async fn settle_as<T: Transport>(
         grace: Duration::from_secs(5),
         shutdown: &shutdown,
         metrics: &Metrics::new(),
-        unbundle: &no_bundles,
+        unbundle,
     }
     .settle(batch)
     .await
@@ -175,21 +176,9 @@ async fn a_refused_bundle_is_sent_event_by_event_and_only_the_bad_one_dead_lette
             .filter(|o| seqs.contains(&o.seqs[0]))
             .collect()
     };
-    let shutdown = CancellationToken::new();
-    let mut delays = Delays::new(Duration::from_millis(100), Duration::from_secs(64));
-    let s = Attempts {
-        transport: &intake,
-        encoder: &encoder(false),
-        delays: &mut delays,
-        forbidden_pause: Duration::from_secs(64),
-        grace: Duration::from_secs(5),
-        shutdown: &shutdown,
-        metrics: &Metrics::new(),
-        unbundle: &singles,
-    }
-    .settle(&batch)
-    .await
-    .unwrap();
+    let s = settle_with(&intake, &batch, &encoder(false), &singles)
+        .await
+        .unwrap();
     let dead: Vec<u64> = s.dead_letters.iter().map(|(seq, _)| *seq).collect();
     assert_eq!(dead, [5]);
     assert_eq!(intake.delivered(), ["e1", "e2", "e9", "e3"]);
@@ -204,7 +193,7 @@ async fn logs_go_at_most_1000_to_a_request() {
             (202, None)
         }
     });
-    let s = settle_as(&intake, &items(1500), &encoder(true))
+    let s = settle_with(&intake, &items(1500), &encoder(true), &no_bundles)
         .await
         .unwrap();
     assert_eq!(s.requests, 2, "split before sending, not after a 413");
