@@ -26,16 +26,22 @@ use support::{ControlPlane, Evrelay, eventually};
 
 type Received = Arc<Mutex<Vec<(i64, Bytes)>>>;
 
-/// An intake that answers 202 at once and keeps each body with its arrival time;
-/// while `down` is set it answers 503 and keeps nothing (an outage).
+/// An intake that answers 202 at once and keeps each `/intake/` body with its
+/// arrival time (service checks are answered, not kept); while `down` is set it
+/// answers 503 and keeps nothing (an outage).
 async fn recording_intake() -> (String, Received, Arc<AtomicBool>) {
     let received: Received = Arc::default();
     let down = Arc::new(AtomicBool::new(false));
     let app = Router::new()
         .fallback(
-            |State((r, down)): State<(Received, Arc<AtomicBool>)>, body: Bytes| async move {
+            |State((r, down)): State<(Received, Arc<AtomicBool>)>,
+             uri: axum::http::Uri,
+             body: Bytes| async move {
                 if down.load(Ordering::Relaxed) {
                     return StatusCode::SERVICE_UNAVAILABLE;
+                }
+                if uri.path() != "/intake/" {
+                    return StatusCode::ACCEPTED;
                 }
                 r.lock()
                     .unwrap()
