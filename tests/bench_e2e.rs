@@ -4,6 +4,9 @@
 //!     cargo test --release --test bench_e2e -- --ignored --nocapture
 //!     EVRELAY_BENCH_RATE=500 EVRELAY_BENCH_SECONDS=300 cargo test --release --test bench_e2e steady -- --ignored --nocapture
 //!
+//! `EVRELAY_BENCH_PIN=1` puts evrelay alone on CPU 1 and everything else on CPU 0
+//! (`taskset`), to tell evrelay's own share of the lag from contention.
+//!
 //! Each scenario prints one `bench:` line: events/s created and delivered, delivery
 //! lag p50/p99/max (intake arrival − API server acceptance), evrelay CPU-seconds per
 //! 100k events, peak RSS, journal bytes per event, and the API server's LIST and
@@ -122,6 +125,16 @@ fn usage(pid: u32) -> (f64, u64) {
     (ticks / 100.0, hwm)
 }
 
+/// Pins every thread of `pid` to `cpus` (`taskset -apc`).
+fn pin(pid: u32, cpus: &str) {
+    let status = std::process::Command::new("taskset")
+        .args(["-apc", cpus, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("taskset");
+    assert!(status.success(), "taskset -apc {cpus} {pid} failed");
+}
+
 fn percentile(sorted: &[i64], p: f64) -> i64 {
     if sorted.is_empty() {
         return 0;
@@ -147,6 +160,15 @@ async fn scenario(name: &str, load: Load, outage: Option<Duration>) {
         ],
     );
     let pid = evrelay.pid();
+    if std::env::var_os("EVRELAY_BENCH_PIN").is_some() {
+        // evrelay alone on CPU 1; the control plane, the intake and the load
+        // generator (this process) on CPU 0: evrelay's own share of the lag,
+        // without contention.
+        pin(pid, "1");
+        for other in cp.pids().into_iter().chain([std::process::id()]) {
+            pin(other, "0");
+        }
+    }
     // Wait for the watch before loading, so start-up is not counted as lag.
     let deadline = Instant::now() + Duration::from_secs(60);
     while evrelay.admin_get("/readyz").await != (200, "leader, watching\n".to_owned()) {

@@ -86,6 +86,17 @@ impl ControlPlane {
         self.dir.path().join("cluster")
     }
 
+    /// The pids of etcd, kube-apiserver and fakeintake.
+    pub fn pids(&self) -> Vec<u32> {
+        ["etcd", "kube-apiserver", "fakeintake"]
+            .iter()
+            .filter_map(|name| {
+                std::fs::read_to_string(self.run_dir().join(format!("{name}.pid"))).ok()
+            })
+            .filter_map(|pid| pid.trim().parse().ok())
+            .collect()
+    }
+
     pub fn var(&self, key: &str) -> &str {
         &self.env[key]
     }
