@@ -271,8 +271,9 @@ struct Bundle<'a> {
     first: &'a KubeEvent<'a>,
     seqs: Vec<u64>,
     ids: Vec<String>,
-    /// Line text (`**Reason**: Message\n`) → each event's highest count.
-    lines: BTreeMap<String, HashMap<&'a str, i64>>,
+    /// Line text (`**Reason**: Message\n`) → each event's highest count, by event
+    /// uid (by sequence number for an event without one: it counts on its own).
+    lines: BTreeMap<String, HashMap<String, i64>>,
     estimate: usize,
     first_seen_s: Option<i64>,
     last_seen_s: Option<i64>,
@@ -314,7 +315,10 @@ impl<'a> Bundle<'a> {
             .lines
             .entry(line)
             .or_default()
-            .entry(text(&e.metadata.uid))
+            .entry(match text(&e.metadata.uid) {
+                "" => format!("#{}", o.seq),
+                uid => uid.to_owned(),
+            })
             .or_insert(0);
         *best = (*best).max(count);
         self.seqs.push(o.seq);

@@ -234,3 +234,16 @@ fn collected_types_in_unbundled_mode() {
     );
     assert!(mapped.filtered.is_empty());
 }
+
+#[test]
+fn events_without_a_uid_count_one_each() {
+    let raws: Vec<String> = (0..3)
+        .map(|i| pod_event("", &i.to_string(), "Warning", "BackOff", "b", 1))
+        .collect();
+    let out = transform(None, "bundled").map(&batch(&raws)).outbound;
+    assert!(
+        out[0].event.msg_text.starts_with("%%% \n3 **BackOff**"),
+        "{}",
+        out[0].event.msg_text
+    );
+}
