@@ -8,7 +8,8 @@
 //! 1. cases with `DD_CLUSTER_NAME=prod`, created before evrelay starts (one LIST);
 //! 2. cases without a cluster name, created while evrelay is down and delivered by
 //!    the resumed watch, with deflate compression;
-//! 3. everything again as Datadog logs, from a fresh journal.
+//! 3. everything again as Datadog logs, from a fresh journal, one namespace
+//!    excluded (journaled and counted, not sent).
 //!
 //! Run 1 and 2 also check the leader's `kube_apiserver_controlplane.up` service
 //! checks as fakeintake parsed them.
@@ -214,7 +215,8 @@ async fn datadogs_parser_reads_the_corpus_as_written() {
         "run 2 resumed the watch without a LIST"
     );
 
-    // Run 3: the same events as logs, from a fresh journal (one LIST of all).
+    // Run 3: the same events as logs, from a fresh journal (one LIST of all), but
+    // not those of namespace `jobs` (journaled, counted as filtered, not sent).
     let fresh = cp.data_dir("logs");
     let mut evrelay = cp.spawn_evrelay_with(
         &fresh,
@@ -222,6 +224,7 @@ async fn datadogs_parser_reads_the_corpus_as_written() {
             ("DD_CLUSTER_NAME", "prod"),
             ("EVRELAY_DATADOG_OUTPUT", "logs"),
             ("EVRELAY_LEADER_ENABLED", "false"),
+            ("EVRELAY_EVENTS_NAMESPACES_EXCLUDE", "jobs, kube-*"),
         ],
     );
     let logs_ids = |cp: &ControlPlane| -> Vec<String> {
@@ -238,25 +241,55 @@ async fn datadogs_parser_reads_the_corpus_as_written() {
             })
             .collect()
     };
-    let distinct: usize = with_cluster
-        .iter()
-        .chain(&without_cluster)
-        .map(|c| {
-            c.events
-                .iter()
-                .map(|e| e["metadata"]["name"].as_str().unwrap())
-                .collect::<BTreeSet<_>>()
-                .len()
-        })
-        .sum();
+    let names = |namespace_is_jobs: bool| -> usize {
+        with_cluster
+            .iter()
+            .chain(&without_cluster)
+            .flat_map(|c| &c.events)
+            .filter(|e| (e["metadata"]["namespace"] == "jobs") == namespace_is_jobs)
+            .map(|e| e["metadata"]["name"].as_str().unwrap())
+            .collect::<BTreeSet<_>>()
+            .len()
+    };
+    let (distinct, in_jobs) = (names(false), names(true));
+    assert!(in_jobs > 0, "the corpus has an event in jobs");
     assert!(
         eventually(DRAIN, || logs_ids(&cp).len() >= distinct).await,
         "logs not delivered; log:\n{}",
         evrelay.log()
     );
+    let filtered = async || {
+        let (_, metrics) = evrelay.admin_get("/metrics").await;
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("evrelay_events_filtered_total ")?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    };
+    let counted = filtered().await;
+    assert_eq!(counted as usize, in_jobs, "filtered events not counted");
     assert!(evrelay.terminate().success());
     let logs = cp.intake("logs");
-    assert_eq!(logs.len(), distinct, "one log per event");
+    assert_eq!(logs.len(), distinct, "one log per event, none from jobs");
+    assert!(
+        !logs.iter().any(|l| l["ddtags"]
+            .as_str()
+            .unwrap_or("")
+            .contains("kube_namespace:jobs")),
+        "an excluded namespace was sent"
+    );
+    let journaled = cp.dump(&fresh);
+    assert_eq!(
+        journaled
+            .iter()
+            .filter(|r| r["namespace"] == "jobs")
+            .count(),
+        in_jobs,
+        "filtered events must still be journaled"
+    );
     let oom = logs
         .iter()
         .find(|l| l["message"] == "System OOM encountered, victim process: java, pid: 4242")

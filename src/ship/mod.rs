@@ -173,7 +173,6 @@ impl<T: Transport> Shipper<T> {
             let last = batch.last().expect("not empty").seq;
             let occurrences = occurrences(batch.iter().map(|s| (s.seq, &s.record)));
             let mapped = self.transform.map(&occurrences);
-            self.metrics.filtered(mapped.filtered.len());
             let (items, filtered) = (mapped.outbound, mapped.filtered);
             let outbound = items.len();
             let unbundle = |seqs: &[u64]| self.transform.unbundle(&occurrences, seqs);
@@ -192,14 +191,22 @@ impl<T: Transport> Shipper<T> {
             let journal = self.journal.clone();
             let dead = settled.dead_letters;
             let dead_count = dead.len();
-            let dead_seqs: Vec<u64> = dead.iter().map(|(seq, _)| *seq).collect();
+            // Records that were not delivered: their lag is not a delivery's.
+            let undelivered: std::collections::HashSet<u64> = dead
+                .iter()
+                .map(|(seq, _)| *seq)
+                .chain(filtered.iter().copied())
+                .collect();
             tokio::task::spawn_blocking(move || journal.mark_shipped(SINK, last, &dead))
                 .await
                 .expect("journal task panicked")?;
+            // Counted once the cursor passed them: a batch cut short by shutdown is
+            // read again.
+            self.metrics.filtered(filtered.len());
             let now_ms = jiff::Timestamp::now().as_millisecond();
             let lags = batch
                 .iter()
-                .filter(|s| !dead_seqs.contains(&s.seq) && !filtered.contains(&s.seq))
+                .filter(|s| !undelivered.contains(&s.seq))
                 .filter_map(|s| s.record.as_ref().ok())
                 .filter(|r| r.header.kind == RecordKind::Event)
                 .map(|r| {
