@@ -97,7 +97,10 @@ fn reading_a_backlog_stays_near_the_cache_capacity() {
     assert_eq!(read, RECORDS, "every record read back");
 
     let grown = peak - opened;
-    eprintln!("reading {RECORDS} records grew the heap by {:.1} MiB", grown as f64 / MIB as f64);
+    eprintln!(
+        "reading {RECORDS} records grew the heap by {:.1} MiB",
+        grown as f64 / MIB as f64
+    );
     // Patched: the cache plus 256 shards × 3 uncounted leaves of ~10 KiB, under
     // 12 MiB. As published, sled keeps nearly every leaf: over 50 MiB here.
     assert!(

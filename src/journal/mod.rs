@@ -6,7 +6,7 @@
 //! | tree     | key                          | value                                  |
 //! |----------|------------------------------|----------------------------------------|
 //! | `events` | sequence number, u64 BE      | a [`Record`] (format in `record.rs`)   |
-//! | `seen`   | event uid                    | last journaled count and time          |
+//! | `seen_buckets` | top 16 bits of CRC32C(uid), BE | each uid's last journaled count and time (`SeenBucket`) |
 //! | `meta`   | fixed names (see `store.rs`) | schema version, resume token, cursors, byte and drop counters |
 //! | `dead`   | sequence number, u64 BE      | a [`DeadLetter`]: why the intake refused that record for good |
 //! | `tokens` | sequence number, u64 BE      | the [`ResumeToken`] written with the write that ended at that record |
@@ -27,7 +27,7 @@
 //!    remove records. Past `max_bytes` the oldest shipped records go first, then the
 //!    oldest pending ones; every pending drop is counted and leaves a gap marker.
 //!    Appends never wait for the shipper, so the watch is never held up.
-//! 5. The `seen` index is updated in the same transaction as the records, so a record
+//! 5. The dedup index (`seen_buckets`) is updated in the same transaction as the records, so a record
 //!    is journaled at most once per occurrence however often the API server sends it.
 //! 6. A token filed in `tokens` under sequence `s` re-delivers, when watched from,
 //!    every event journaled after `s`. The newest at or below a sink's cursor is the

@@ -233,7 +233,7 @@ impl DeadLetter {
     }
 }
 
-/// What the `seen` tree holds for an event uid: enough to tell a new occurrence
+/// What the dedup index holds for an event uid: enough to tell a new occurrence
 /// (a higher count) from the same one delivered twice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Seen {
@@ -245,12 +245,63 @@ pub(crate) struct Seen {
 }
 
 impl Seen {
+    /// Reads a schema-2 entry (one per uid), for the schema-3 migration.
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        postcard::from_bytes(bytes).ok()
+    }
+}
+
+/// One key of the `seen` tree (schema 3): the [`Seen`] entries of every uid that
+/// hashes to it.
+///
+/// - Key: 2 bytes, the top 16 bits of CRC32C(uid), big-endian (see [`SeenBucket::key`]).
+/// - Value: postcard of `Vec<(uid, Seen)>`, sorted by uid.
+///
+/// Buckets, not one key per uid: sled keeps an in-memory entry per leaf of 8–16
+/// keys however small they are, so a million uids cost 35 MiB before anything
+/// was read. With 65 536 buckets they cost one sixteenth of that; the price is
+/// rewriting a bucket (about 15 entries at a million uids) with each occurrence.
+/// A bucket that does not decode reads as empty: its events are journaled again
+/// (a duplicate at worst, never a loss).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SeenBucket(Vec<(String, Seen)>);
+
+impl SeenBucket {
+    /// The `seen` key of `uid`'s bucket.
+    pub(crate) fn key(uid: &str) -> [u8; 2] {
+        let top = crc32c::crc32c(uid.as_bytes()) >> 16;
+        (top as u16).to_be_bytes()
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         postcard::to_stdvec(self).expect("always serializes")
     }
 
-    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
-        postcard::from_bytes(bytes).ok()
+    pub(crate) fn decode(bytes: &[u8]) -> Self {
+        postcard::from_bytes(bytes).unwrap_or_default()
+    }
+
+    pub(crate) fn get(&self, uid: &str) -> Option<&Seen> {
+        let at = self.0.binary_search_by(|(u, _)| u.as_str().cmp(uid)).ok()?;
+        Some(&self.0[at].1)
+    }
+
+    pub(crate) fn set(&mut self, uid: &str, seen: Seen) {
+        match self.0.binary_search_by(|(u, _)| u.as_str().cmp(uid)) {
+            Ok(at) => self.0[at].1 = seen,
+            Err(at) => self.0.insert(at, (uid.to_owned(), seen)),
+        }
+    }
+
+    /// Drops the entries journaled before `before_ms`; returns how many.
+    pub(crate) fn forget_before(&mut self, before_ms: i64) -> usize {
+        let len = self.0.len();
+        self.0.retain(|(_, s)| s.journaled_at_ms >= before_ms);
+        len - self.0.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -344,5 +395,35 @@ mod tests {
             timestamp_ms: 1_700_000_000_000,
         };
         assert_eq!(ResumeToken::decode(&t.encode()).unwrap(), t);
+    }
+
+    #[test]
+    fn a_seen_bucket_keeps_its_uids_apart_and_survives_encoding() {
+        let seen = |count, at| Seen {
+            count,
+            last_timestamp_ms: Some(at),
+            journaled_at_ms: at,
+        };
+        let mut bucket = SeenBucket::default();
+        bucket.set("b", seen(1, 10));
+        bucket.set("a", seen(2, 20));
+        bucket.set("b", seen(3, 30));
+        let bucket = SeenBucket::decode(&bucket.encode());
+        assert_eq!(bucket.get("a"), Some(&seen(2, 20)));
+        assert_eq!(bucket.get("b"), Some(&seen(3, 30)));
+        assert_eq!(bucket.get("c"), None);
+        let mut pruned = bucket.clone();
+        assert_eq!(pruned.forget_before(25), 1);
+        assert_eq!(
+            (pruned.get("a"), pruned.get("b")),
+            (None, Some(&seen(3, 30)))
+        );
+        assert_eq!(pruned.forget_before(i64::MAX), 1);
+        assert!(pruned.is_empty());
+        // Bytes that do not decode read as an empty bucket (journaled again: a
+        // duplicate at worst), not an error that would stop the watch.
+        assert!(SeenBucket::decode(&[0xff; 3]).is_empty());
+        // The key is the uid's hash, so one uid always lands in one bucket.
+        assert_eq!(SeenBucket::key("a"), SeenBucket::key("a"));
     }
 }

@@ -9,7 +9,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::watch;
 
-use super::record::{DeadLetter, Record, RecordError, RecordKind, ResumeToken, Seen};
+use super::record::{DeadLetter, Record, RecordError, RecordKind, ResumeToken, Seen, SeenBucket};
 use crate::delivery;
 
 /// The journal schema this build writes. Older journals are migrated at open
@@ -17,7 +17,8 @@ use crate::delivery;
 pub const SCHEMA_VERSION: u32 = migrate::latest();
 
 const TREE_EVENTS: &str = "events";
-const TREE_SEEN: &str = "seen";
+/// The dedup index by uid bucket (schema 3; schema 2 had a tree `seen` keyed by uid).
+const TREE_SEEN: &str = "seen_buckets";
 const TREE_META: &str = "meta";
 const TREE_DEAD: &str = "dead";
 const TREE_TOKENS: &str = "tokens";
@@ -217,7 +218,9 @@ impl Journal {
                     return Err(JournalError::SchemaTooNew { path, found });
                 }
                 let trees = migrate::Trees {
+                    db: &db,
                     events: &events,
+                    seen: &seen,
                     meta: &meta,
                     tokens: &tokens,
                 };
@@ -297,11 +300,20 @@ impl Journal {
                 let mut seq = *next_seq;
                 let mut outcome = AppendOutcome::default();
                 let mut added = 0u64;
+                // The buckets this write touches, each read once and written once.
+                let mut buckets = std::collections::HashMap::<[u8; 2], SeenBucket>::new();
                 for record in records {
                     let h = &record.header;
                     if h.kind == RecordKind::Event && !h.uid.is_empty() {
-                        let prev = seen.get(h.uid.as_bytes())?.and_then(|v| Seen::decode(&v));
-                        if !delivery::is_new_occurrence(prev.as_ref(), h) {
+                        let key = SeenBucket::key(&h.uid);
+                        let bucket = match buckets.entry(key) {
+                            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                            std::collections::hash_map::Entry::Vacant(e) => {
+                                let stored = seen.get(key)?;
+                                e.insert(stored.map(|v| SeenBucket::decode(&v)).unwrap_or_default())
+                            }
+                        };
+                        if !delivery::is_new_occurrence(bucket.get(&h.uid), h) {
                             outcome.duplicates += 1;
                             continue;
                         }
@@ -310,13 +322,16 @@ impl Journal {
                             last_timestamp_ms: h.last_timestamp_ms,
                             journaled_at_ms: h.received_at_ms,
                         };
-                        seen.insert(h.uid.as_bytes(), now.encode())?;
+                        bucket.set(&h.uid, now);
                     }
                     let bytes = record.encode();
                     added += bytes.len() as u64;
                     events.insert(&seq.to_be_bytes(), bytes)?;
                     seq += 1;
                     outcome.journaled += 1;
+                }
+                for (key, bucket) in &buckets {
+                    seen.insert(key, bucket.encode())?;
                 }
                 if added > 0 {
                     let total = meta
@@ -442,19 +457,31 @@ impl Journal {
     /// horizon must exceed the API server's event TTL (`--event-ttl`, 1 h by
     /// default) so that a relist never returns an event the index forgot.
     pub fn forget_seen(&self, before_ms: i64) -> Result<usize, JournalError> {
-        let mut batch = sled::Batch::default();
+        // A bucket is read and rewritten under the append lock, so an occurrence
+        // journaled meanwhile is never overwritten; in chunks, so appends wait for
+        // one chunk at most.
+        const CHUNK: u32 = 4096;
         let mut forgotten = 0;
-        for item in self.inner.seen.iter() {
-            let (key, value) = item.map_err(|e| self.store_err(e))?;
-            if Seen::decode(&value).is_none_or(|s| s.journaled_at_ms < before_ms) {
-                batch.remove(key);
-                forgotten += 1;
+        for first in (0..1u32 << 16).step_by(CHUNK as usize) {
+            let range = (first as u16).to_be_bytes()..=((first + CHUNK - 1) as u16).to_be_bytes();
+            let _appends = self.inner.next_seq.lock().expect("journal lock poisoned");
+            let mut batch = sled::Batch::default();
+            for item in self.inner.seen.range(range) {
+                let (key, value) = item.map_err(|e| self.store_err(e))?;
+                let mut bucket = SeenBucket::decode(&value);
+                let gone = bucket.forget_before(before_ms);
+                if bucket.is_empty() {
+                    batch.remove(key);
+                } else if gone > 0 {
+                    batch.insert(key, bucket.encode());
+                }
+                forgotten += gone;
             }
+            self.inner
+                .seen
+                .apply_batch(batch)
+                .map_err(|e| self.store_err(e))?;
         }
-        self.inner
-            .seen
-            .apply_batch(batch)
-            .map_err(|e| self.store_err(e))?;
         Ok(forgotten)
     }
 

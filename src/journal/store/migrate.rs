@@ -7,10 +7,14 @@ use super::{META_SCHEMA, seq_of};
 
 #[path = "../../../migrations/0002_shipped_tokens.rs"]
 mod m0002;
+#[path = "../../../migrations/0003_seen_buckets.rs"]
+mod m0003;
 
 /// The trees a step may touch.
 pub(super) struct Trees<'a> {
+    pub db: &'a sled::Db,
     pub events: &'a sled::Tree,
+    pub seen: &'a sled::Tree,
     pub meta: &'a sled::Tree,
     pub tokens: &'a sled::Tree,
 }
@@ -18,7 +22,7 @@ pub(super) struct Trees<'a> {
 type Step = fn(&Trees<'_>) -> Result<(), sled::transaction::TransactionError<()>>;
 
 /// Every step, by the version it migrates to, in order.
-const STEPS: &[(u32, Step)] = &[(m0002::VERSION, m0002::step)];
+const STEPS: &[(u32, Step)] = &[(m0002::VERSION, m0002::step), (m0003::VERSION, m0003::step)];
 
 /// Runs the steps after `from`, in order. Returns the versions applied.
 pub(super) fn run(trees: &Trees<'_>, from: u32) -> Result<Vec<u32>, sled::Error> {
@@ -33,6 +37,7 @@ pub(super) fn run(trees: &Trees<'_>, from: u32) -> Result<Vec<u32>, sled::Error>
         tracing::info!(from = version - 1, to = version, "journal migrated");
         applied.push(version);
     }
+    m0003::finish(trees.db)?;
     Ok(applied)
 }
 

@@ -351,10 +351,11 @@ fn adopting_nothing_starts_over_with_a_list() {
     assert_eq!(j.term().unwrap().unwrap().epoch, 1, "durable across reopen");
 }
 
-/// A copy of the schema-1 journal kept under `tests/fixtures/` (written by the
-/// schema-1 code; the program is next to it).
-fn schema1_fixture() -> tempfile::TempDir {
-    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/journal-schema1/journal");
+/// A copy of a journal kept under `tests/fixtures/journal-schema{version}/`,
+/// written by that schema's code (the program is next to it).
+fn fixture(version: u32) -> tempfile::TempDir {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/fixtures/journal-schema{version}/journal"));
     let dir = tempfile::tempdir().unwrap();
     let to = dir.path().join("journal");
     std::fs::create_dir_all(to.join("blobs")).unwrap();
@@ -366,10 +367,10 @@ fn schema1_fixture() -> tempfile::TempDir {
 
 #[test]
 fn a_schema_1_journal_is_migrated_and_keeps_every_record() {
-    let dir = schema1_fixture();
+    let dir = fixture(1);
     let j = Journal::open(&config(dir.path())).unwrap();
     assert_eq!(j.schema_version().unwrap(), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(SCHEMA_VERSION, 3);
     let records: Vec<_> = j.iter().map(|r| r.unwrap().record.unwrap()).collect();
     assert_eq!(records.len(), 51);
     let uids: Vec<_> = records
@@ -389,22 +390,118 @@ fn a_schema_1_journal_is_migrated_and_keeps_every_record() {
     assert!(!j.seen_is_empty(), "the dedup index survives");
 }
 
+/// An occurrence of a fixture event as its writer made it (`written-by.rs`).
+fn fixture_event(i: u32, count: u32) -> Record {
+    let mut r = event(
+        &format!("uid-{i:03}"),
+        &format!("{}", 1000 * count + i),
+        count,
+    );
+    r.header.last_timestamp_ms = Some(1_700_000_000_000 + i as i64 + count as i64 * 1000);
+    r
+}
+
+/// The occurrences `written-by.rs` journaled into the schema-2 fixture: are they
+/// still known as such (duplicates), and is everything else still new?
+fn assert_schema_2_dedup_kept(j: &Journal) {
+    let out = j
+        .append(
+            &[
+                fixture_event(5, 1),
+                fixture_event(19, 2),
+                fixture_event(150, 1),
+            ],
+            None,
+        )
+        .unwrap();
+    assert_eq!((out.journaled, out.duplicates), (0, 3), "seen before");
+    let out = j
+        .append(
+            &[
+                fixture_event(5, 3),
+                fixture_event(20, 2),
+                event("uid-new", "9", 1),
+            ],
+            None,
+        )
+        .unwrap();
+    assert_eq!((out.journaled, out.duplicates), (3, 0), "new occurrences");
+}
+
+#[test]
+fn a_schema_2_journal_moves_its_dedup_index_into_buckets() {
+    let dir = fixture(2);
+    let j = Journal::open(&config(dir.path())).unwrap();
+    assert_eq!(j.schema_version().unwrap(), 3);
+    assert_eq!(j.len(), 221);
+    let records: Vec<_> = j.iter().map(|r| r.unwrap().record.unwrap()).collect();
+    assert_eq!(records[0].header.uid, "uid-000");
+    assert_eq!(records[219].header.uid, "uid-019");
+    assert_eq!(records[219].header.count, 2);
+    assert_eq!(records[220].header.kind, RecordKind::Gap);
+    assert_eq!(j.shipped_through("datadog").unwrap(), 150);
+    assert_eq!(j.dead_letter(7).unwrap().unwrap().status, Some(400));
+    assert_eq!(j.resume_token().unwrap().unwrap().resource_version, "2019");
+    assert!(
+        !j.inner.db.tree_names().iter().any(|n| n == b"seen"),
+        "the schema-2 tree is dropped"
+    );
+    assert_schema_2_dedup_kept(&j);
+    // The horizon still applies to migrated entries (journaled in 2023).
+    assert_eq!(j.forget_seen(1_800_000_000_000).unwrap(), 201);
+    assert!(j.seen_is_empty());
+}
+
 #[test]
 fn a_migration_run_again_changes_nothing() {
-    let dir = schema1_fixture();
+    for version in [1, 2] {
+        let dir = fixture(version);
+        let j = Journal::open(&config(dir.path())).unwrap();
+        let (len, tokens) = (j.len(), j.inner.tokens.len());
+        // As if killed after the steps committed their changes but before
+        // anything else: force the old version back and open again.
+        j.inner
+            .meta
+            .insert(META_SCHEMA, &version.to_be_bytes())
+            .unwrap();
+        j.sync().unwrap();
+        drop(j);
+        let j = Journal::open(&config(dir.path())).unwrap();
+        assert_eq!(j.schema_version().unwrap(), 3);
+        assert_eq!((j.len(), j.inner.tokens.len()), (len, tokens));
+        assert!(
+            !j.seen_is_empty(),
+            "schema {version}: the dedup index survives"
+        );
+        if version == 2 {
+            assert_schema_2_dedup_kept(&j);
+        }
+    }
+}
+
+#[test]
+fn a_schema_2_migration_killed_before_its_version_write_starts_over() {
+    let dir = fixture(2);
+    {
+        // What a killed step left in `seen_buckets` is not trusted: the index is
+        // rebuilt from `seen` alone (so `uid-new`, never journaled, stays new).
+        let db = sled::open(dir.path().join("journal")).unwrap();
+        let mut left = SeenBucket::default();
+        let seen = Seen {
+            count: 1,
+            last_timestamp_ms: None,
+            journaled_at_ms: 0,
+        };
+        left.set("uid-new", seen);
+        db.open_tree(TREE_SEEN)
+            .unwrap()
+            .insert(SeenBucket::key("uid-new"), left.encode())
+            .unwrap();
+        db.flush().unwrap();
+    }
     let j = Journal::open(&config(dir.path())).unwrap();
-    // As if killed after the step committed its changes but before anything else:
-    // force the old version back and open again.
-    j.inner
-        .meta
-        .insert(META_SCHEMA, &1u32.to_be_bytes())
-        .unwrap();
-    j.sync().unwrap();
-    drop(j);
-    let j = Journal::open(&config(dir.path())).unwrap();
-    assert_eq!(j.schema_version().unwrap(), 2);
-    assert_eq!(j.len(), 51);
-    assert_eq!(j.inner.tokens.len(), 1);
+    assert_eq!(j.schema_version().unwrap(), 3);
+    assert_schema_2_dedup_kept(&j);
 }
 
 #[test]
