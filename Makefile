@@ -6,8 +6,10 @@ demo:
 	scripts/demo
 
 ## The whole test suite, as CI runs it.
+## No backtraces: a CI log keeps the end of a failure, and the assertion's message
+## is what says what went wrong (RUST_BACKTRACE_TESTS=1 make test brings them back).
 test: test-ground
-	cargo test --locked --all-targets
+	RUST_BACKTRACE=$${RUST_BACKTRACE_TESTS:-0} cargo test --locked --all-targets
 
 ## Build kube-apiserver, etcd and fakeintake once per machine (cached in ~/.cache/evrelay).
 test-ground:
