@@ -50,8 +50,17 @@ pub enum RunError {
 
 /// Runs evrelay until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    // Opening replays sled's log since its last snapshot: seconds for a large
+    // journal, so it is logged from both ends.
+    let opening = std::time::Instant::now();
+    tracing::info!(data_dir = %config.journal.data_dir.display(), "opening the journal");
     let journal = Journal::open(&config.journal)?;
-    tracing::info!(path = %journal.path().display(), records = journal.len(), "journal open");
+    tracing::info!(
+        path = %journal.path().display(),
+        records = journal.len(),
+        took = ?opening.elapsed(),
+        "journal open"
+    );
     let client = kube::Client::try_default().await?;
     let api_key = config.datadog.api_key.clone().ok_or(RunError::NoApiKey)?;
     let intake = Intake::new(

@@ -6,6 +6,8 @@
 //!
 //! `EVRELAY_BENCH_PIN=1` puts evrelay alone on CPU 1 and everything else on CPU 0
 //! (`taskset`), to tell evrelay's own share of the lag from contention.
+//! `EVRELAY_BENCH_LOG=1` prints evrelay's log after the start-up scenario (where
+//! the time to the first batch goes).
 //!
 //! Each scenario prints one `bench:` line: events/s created and delivered, delivery
 //! lag p50/p99/max (intake arrival − API server acceptance), evrelay CPU-seconds per
@@ -369,6 +371,7 @@ async fn startup_with_backlog() {
     }
     let (url, received, _) = recording_intake().await;
     let started = Instant::now();
+    let spawned_at = jiff::Timestamp::now();
     let evrelay = cp.spawn_evrelay_with(
         &data,
         &[
@@ -398,5 +401,13 @@ async fn startup_with_backlog() {
         rss_kib as f64 / 1024.0
     );
     let mut evrelay = evrelay;
+    if std::env::var_os("EVRELAY_BENCH_LOG").is_some() {
+        // Where the time to the first batch went: evrelay's own timestamps.
+        eprintln!(
+            "spawned at {spawned_at}, first batch at {}\nevrelay's log:\n{}",
+            spawned_at + first_batch,
+            evrelay.log()
+        );
+    }
     assert!(evrelay.terminate().success());
 }
