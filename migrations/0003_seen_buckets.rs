@@ -5,11 +5,12 @@
 //! `seen` cost 35 MiB before a single one was read; in 65 536 buckets, about 2.
 //!
 //! Crash-safe without one huge transaction (a million entries would be held in
-//! memory): the step empties `seen_buckets`, fills it from `seen`, flushes, and
-//! only then writes the new schema version. Killed before that write, the journal
-//! is still schema 2 with `seen` intact, and the step starts over at the next open.
-//! Killed after it, the old tree is left behind and dropped at the next open
-//! ([`finish`]).
+//! memory): the step empties `seen_buckets`, fills it from `seen`, flushes, drops
+//! `seen` (one atomic change of sled's root table), and only then writes the new
+//! schema version. Killed before the drop, the journal is still schema 2 with
+//! `seen` intact, and the step starts over at the next open. Killed after it, the
+//! step runs again, finds no `seen`, and only writes the version: the buckets were
+//! durable before the old tree went.
 
 use std::collections::BTreeMap;
 
@@ -19,7 +20,7 @@ use super::Trees;
 
 pub(super) const VERSION: u32 = 3;
 
-/// The schema-2 tree this step reads and [`finish`] drops.
+/// The schema-2 tree this step reads and drops.
 const OLD_TREE: &[u8] = b"seen";
 
 /// Buckets gathered in memory before they are written: bounds the step's memory.
@@ -28,7 +29,7 @@ const FLUSH_EVERY: usize = 4096;
 pub(super) fn step(trees: &Trees<'_>) -> Result<(), sled::transaction::TransactionError<()>> {
     // Without the old tree there is nothing to move (its entries already were):
     // keep `seen_buckets` as it is rather than empty it.
-    if !has_old_tree(trees.db) {
+    if !trees.db.tree_names().iter().any(|name| name == OLD_TREE) {
         trees
             .meta
             .insert(super::META_SCHEMA, &VERSION.to_be_bytes())?;
@@ -61,11 +62,12 @@ pub(super) fn step(trees: &Trees<'_>) -> Result<(), sled::transaction::Transacti
     write(trees, &mut pending)?;
     drop(old);
     trees.db.flush()?;
+    trees.db.drop_tree(OLD_TREE)?;
+    trees.db.flush()?;
     trees
         .meta
         .insert(super::META_SCHEMA, &VERSION.to_be_bytes())?;
     trees.db.flush()?;
-    finish(trees.db)?;
     Ok(())
 }
 
@@ -78,16 +80,4 @@ fn write(
         batch.insert(&key, bucket.encode());
     }
     trees.seen.apply_batch(batch)
-}
-
-/// Drops the schema-2 tree if a step killed after its version write left it.
-pub(super) fn finish(db: &sled::Db) -> Result<(), sled::Error> {
-    if has_old_tree(db) {
-        db.drop_tree(OLD_TREE)?;
-    }
-    Ok(())
-}
-
-fn has_old_tree(db: &sled::Db) -> bool {
-    db.tree_names().iter().any(|name| name == OLD_TREE)
 }

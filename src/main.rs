@@ -12,7 +12,7 @@ use evrelay::ship::replay::Window;
 /// Two glibc malloc arenas instead of one per thread (up to 8 per core), unless
 /// the operator set `MALLOC_ARENA_MAX`. Blocks freed by the journal and shipping
 /// threads stayed in their arenas: with a 1M-record backlog the start-up peak was
-/// 94–124 MiB with the default and 84–90 MiB with 2, at the same drain rate
+/// 94–124 MiB with the default and 84–93 MiB with 2, at the same drain rate
 /// (BENCHMARKS.md; jemalloc was worse here, 114–140 MiB).
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -251,8 +251,8 @@ impl Seen {
     }
 }
 
-/// One key of the `seen` tree (schema 3): the [`Seen`] entries of every uid that
-/// hashes to it.
+/// One key of the `seen_buckets` tree (schema 3): the [`Seen`] entries of every
+/// uid that hashes to it.
 ///
 /// - Key: 2 bytes, the top 16 bits of CRC32C(uid), big-endian (see [`SeenBucket::key`]).
 /// - Value: postcard of `Vec<(uid, Seen)>`, sorted by uid.
@@ -267,7 +267,7 @@ impl Seen {
 pub(crate) struct SeenBucket(Vec<(String, Seen)>);
 
 impl SeenBucket {
-    /// The `seen` key of `uid`'s bucket.
+    /// The `seen_buckets` key of `uid`'s bucket.
     pub(crate) fn key(uid: &str) -> [u8; 2] {
         let top = crc32c::crc32c(uid.as_bytes()) >> 16;
         (top as u16).to_be_bytes()

@@ -37,7 +37,6 @@ pub(super) fn run(trees: &Trees<'_>, from: u32) -> Result<Vec<u32>, sled::Error>
         tracing::info!(from = version - 1, to = version, "journal migrated");
         applied.push(version);
     }
-    m0003::finish(trees.db)?;
     Ok(applied)
 }
 
