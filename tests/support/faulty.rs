@@ -1,6 +1,10 @@
 //! A fault-injecting intake in front of fakeintake: it forwards what it lets through,
 //! so Datadog's parser still judges every delivered payload, and otherwise refuses
 //! connections or answers with the status the test chose.
+//!
+//! Its port stays bound for its whole life, refusing included (a refused connection
+//! is accepted and reset at once): a port given back to the kernel could be handed
+//! to another test before it is bound again.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -19,7 +23,8 @@ use tokio::task::JoinHandle;
 pub enum Fault {
     /// Forward to fakeintake and answer what it answers.
     Pass,
-    /// Nothing listens: connections are refused.
+    /// Connections are reset as soon as they are accepted, before any HTTP: the
+    /// sender sees a network error, as with nothing listening.
     Refuse,
     /// Answer this status.
     Status(u16),
@@ -64,7 +69,44 @@ struct Shared {
 pub struct FaultyIntake {
     addr: SocketAddr,
     shared: Shared,
-    server: Option<JoinHandle<()>>,
+    server: JoinHandle<()>,
+}
+
+/// The intake's listener: resets every connection while the fault is `Refuse`,
+/// recording it as a hit with status 0.
+struct Gate {
+    listener: TcpListener,
+    shared: Shared,
+}
+
+impl axum::serve::Listener for Gate {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, addr)) = self.listener.accept().await else {
+                continue;
+            };
+            if *self.shared.fault.lock().unwrap() != Fault::Refuse {
+                return (stream, addr);
+            }
+            // SO_LINGER 0: the close sends a reset, as a refused connect would fail.
+            let _ = stream.set_zero_linger();
+            drop(stream);
+            self.shared.hits.lock().unwrap().push(Hit {
+                at: Instant::now(),
+                status: 0,
+                path: String::new(),
+                user_agent: String::new(),
+                content_encoding: String::new(),
+            });
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
 }
 
 impl FaultyIntake {
@@ -78,46 +120,28 @@ impl FaultyIntake {
             upstream: upstream.trim_end_matches('/').to_owned(),
             client: reqwest::Client::new(),
         };
-        let mut intake = FaultyIntake {
+        let app = Router::new().fallback(handle).with_state(shared.clone());
+        let gate = Gate {
+            listener,
+            shared: shared.clone(),
+        };
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(gate, app).await;
+        });
+        FaultyIntake {
             addr,
             shared,
-            server: None,
-        };
-        intake.serve(listener);
-        intake
+            server,
+        }
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    fn serve(&mut self, listener: TcpListener) {
-        let app = Router::new()
-            .fallback(handle)
-            .with_state(self.shared.clone());
-        self.server = Some(tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        }));
-    }
-
-    /// Switches behaviour. `Refuse` closes the port; anything else opens it again.
+    /// Switches behaviour for the connections accepted from now on.
     pub async fn set(&mut self, fault: Fault) {
-        *self.shared.fault.lock().unwrap() = fault.clone();
-        match (fault, self.server.is_some()) {
-            (Fault::Refuse, true) => {
-                let server = self.server.take().unwrap();
-                server.abort();
-                let _ = server.await;
-            }
-            (Fault::Refuse, false) => {}
-            (_, false) => {
-                let listener = TcpListener::bind(self.addr)
-                    .await
-                    .expect("rebind the intake port");
-                self.serve(listener);
-            }
-            (_, true) => {}
-        }
+        *self.shared.fault.lock().unwrap() = fault;
     }
 
     pub fn hits(&self) -> Vec<Hit> {
@@ -127,9 +151,7 @@ impl FaultyIntake {
 
 impl Drop for FaultyIntake {
     fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.abort();
-        }
+        self.server.abort();
     }
 }
 
@@ -197,7 +219,7 @@ async fn handle(
         )
             .into_response(),
     };
-    // One request per connection, so that closing the port refuses the next one.
+    // One request per connection, so that a switch to `Refuse` meets the next one.
     response
         .headers_mut()
         .insert("connection", "close".parse().unwrap());

@@ -1,6 +1,8 @@
 //! Test ground shared by the end-to-end tests: a real kube-apiserver + etcd and
-//! Datadog's fakeintake, started by `scripts/dev-cluster` on free loopback ports, and
-//! evrelay itself run as a child process.
+//! Datadog's fakeintake, started by `scripts/dev-cluster` (etcd on unix sockets,
+//! fakeintake on a port the kernel chose, kube-apiserver on a reserved port: no port
+//! can be taken between choosing and binding it), and evrelay itself run as a child
+//! process.
 //!
 //! Nothing here is faked. If the control plane cannot start, [`ControlPlane::start`]
 //! panics with its logs: a test that needs it fails, it never passes vacuously.
@@ -207,34 +209,36 @@ impl ControlPlane {
 
     /// Compacts etcd at its current revision, so older resourceVersions expire.
     pub async fn compact_etcd(&self) -> i64 {
-        let etcd = self.var("EVRELAY_DEV_ETCD");
-        let http = reqwest::Client::new();
-        let range: serde_json::Value = http
-            .post(format!("{etcd}/v3/kv/range"))
-            .json(&serde_json::json!({"key": "Lw=="}))
-            .send()
-            .await
-            .expect("etcd range")
-            .json()
-            .await
-            .expect("etcd range answer");
+        let range = self.etcd_call("/v3/kv/range", serde_json::json!({"key": "Lw=="}));
         let revision: i64 = range["header"]["revision"]
             .as_str()
             .expect("revision")
             .parse()
             .expect("numeric revision");
-        let answer = http
-            .post(format!("{etcd}/v3/kv/compaction"))
-            .json(&serde_json::json!({"revision": revision.to_string(), "physical": true}))
-            .send()
-            .await
-            .expect("etcd compaction");
-        assert!(
-            answer.status().is_success(),
-            "compaction: {}",
-            answer.status()
+        self.etcd_call(
+            "/v3/kv/compaction",
+            serde_json::json!({"revision": revision.to_string(), "physical": true}),
         );
         revision
+    }
+
+    /// One call to etcd's JSON gateway, on its unix socket (curl speaks to sockets,
+    /// reqwest does not); panics unless etcd answers 2xx.
+    fn etcd_call(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let output = Command::new("curl")
+            .args(["-fsS", "--max-time", "30", "--unix-socket"])
+            .arg(self.var("EVRELAY_DEV_ETCD_SOCKET"))
+            .arg(format!("http://etcd{path}"))
+            .arg("-d")
+            .arg(body.to_string())
+            .output()
+            .expect("running curl");
+        assert!(
+            output.status.success(),
+            "etcd {path}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("etcd answers JSON")
     }
 
     /// `evrelay dump --meta` of a data dir, parsed.
