@@ -1,7 +1,11 @@
-# The two commands of README.md. Everything they need is installed by the scripts.
-.PHONY: demo test test-ground lint
+# The two commands of README.md, and the fast path. Everything they need is
+# installed by the project's own scripts.
+.PHONY: demo test unit test-ground lint
 
-## Run the main job locally: control plane + intake up, evrelay, a burst, dump, down.
+# Tests that need no control plane: every tests/*.rs but the end-to-end ones.
+UNIT_TESTS := $(patsubst tests/%.rs,--test %,$(filter-out tests/e2e_% tests/bench_%,$(wildcard tests/*.rs)))
+
+## Run the main job locally: control plane + intake up, evrelay, a burst, judged, dump, down.
 demo:
 	scripts/demo
 
@@ -10,6 +14,10 @@ demo:
 ## is what says what went wrong (RUST_BACKTRACE_TESTS=1 make test brings them back).
 test: test-ground
 	RUST_BACKTRACE=$${RUST_BACKTRACE_TESTS:-0} cargo test --locked --all-targets
+
+## Every test that needs no control plane (no Go, no test ground), in seconds.
+unit:
+	RUST_BACKTRACE=$${RUST_BACKTRACE_TESTS:-0} cargo test --locked --lib --bins $(UNIT_TESTS)
 
 ## Build kube-apiserver, etcd and fakeintake once per machine (cached in ~/.cache/evrelay).
 test-ground:
