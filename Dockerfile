@@ -1,12 +1,16 @@
-# evrelay's image: a static-enough binary on distroless, non-root, nothing else.
+# evrelay's image: the binary on distroless, non-root, nothing else.
 #   docker build -t ghcr.io/evrelay/evrelay:0.1.0 .
 # Stage 1 builds with the Rust toolchain the crate asks for (rust-version 1.89+);
-# stage 2 holds the binary, CA certificates and libc only (distroless/cc).
+# stage 2 holds the stripped binary, CA certificates and libc only (distroless/cc).
+# tests/dockerfile.rs builds exactly what the COPY lines copy, so a file Cargo needs
+# and the image lacks fails the test suite, not the release.
 
 FROM rust:1.89-bookworm AS build
 WORKDIR /src
-# Dependencies first, so a source change does not rebuild them.
+# Dependencies first, so a source change does not rebuild them. sled is vendored
+# (Cargo.toml patches it to vendor/sled), so vendor/ is a dependency too.
 COPY Cargo.toml Cargo.lock ./
+COPY vendor ./vendor
 RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && for b in journal pipeline; do echo 'fn main() {}' > benches/$b.rs; done \
     && cargo build --release --locked \
