@@ -161,7 +161,7 @@ impl Config {
             ConfigError::one(
                 "(file)",
                 e.to_string(),
-                "see the configuration reference in README.md",
+                "see the configuration reference, docs/configuration.md",
             )
         })?;
         config.validate()?;
@@ -280,7 +280,7 @@ fn unknown(path: &str, candidates: &[&str]) -> Problem {
         message: "is not a configuration key".into(),
         fix: match closest {
             Some((_, c)) => format!("did you mean `{c}`?"),
-            None => "remove it; the keys are listed in README.md (Configuration)".into(),
+            None => "remove it; the keys are listed in docs/configuration.md".into(),
         },
     }
 }
@@ -471,12 +471,23 @@ mod tests {
     }
 
     #[test]
-    fn every_key_is_in_the_readme() {
-        let readme = include_str!("../README.md");
+    fn the_reference_lists_every_key_and_only_keys() {
+        let reference = include_str!("../docs/configuration.md");
+        let documented: Vec<&str> = reference
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `")?.split_once("` |"))
+            .map(|(key, _)| key)
+            .collect();
         for (path, _, _) in KEYS {
             assert!(
-                readme.contains(&format!("| `{path}` |")),
-                "{path} is not documented in README.md"
+                documented.contains(path),
+                "{path} is not documented in docs/configuration.md"
+            );
+        }
+        for key in documented {
+            assert!(
+                KEYS.iter().any(|(path, _, _)| *path == key),
+                "docs/configuration.md documents {key}, which is not a key"
             );
         }
     }

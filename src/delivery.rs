@@ -1,4 +1,4 @@
-//! The delivery rules of DESIGN.md in code: what counts as a new occurrence, and
+//! The delivery rules of docs/delivery.md in code: what counts as a new occurrence, and
 //! how the intake's answers are judged. Every "do we forward / retry / drop this?"
 //! decision in evrelay is made here, so the contract can be read in one file.
 
@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::journal::{Header, ResumeToken, Seen, Term};
 
-/// Whether an event is an occurrence the journal does not hold yet (point 5):
+/// Whether an event is an occurrence the journal does not hold yet (rule 5):
 /// a uid never journaled, a count that went up, or, for events that carry no
 /// count, a later last-seen time. The same (uid, resourceVersion) sent twice, a
 /// MODIFIED that changed nothing that counts, and a relisted event already
@@ -23,7 +23,7 @@ pub(crate) fn is_new_occurrence(prev: Option<&Seen>, event: &Header) -> bool {
 }
 
 /// On a relist onto a journal with no dedup index, whether an event may be new to
-/// the intake (point 4): its last time is after the token's. An event with no time
+/// the intake (rule 4): its last time is after the token's. An event with no time
 /// at all is kept: better a possible duplicate than a possible loss.
 pub(crate) fn newer_than_token(event: &Header, token_timestamp_ms: i64) -> bool {
     event
@@ -62,7 +62,7 @@ pub fn judge(status: u16, retry_after: Option<Duration>) -> Verdict {
     }
 }
 
-/// Where a new leader resumes (point 6).
+/// Where a new leader resumes (rule 6).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Takeover {
     /// The journal is current: it is fresher than the mirror, continue from it.

@@ -3,7 +3,7 @@
 //! evrelay never needs the whole typed object, and k8s-openapi's types would drop
 //! fields they do not know. So the journal keeps the raw bytes and every stage that
 //! needs a field parses this borrowed view of them. Every field is optional: an event
-//! with missing fields is still an event (DESIGN.md, point 8).
+//! with missing fields is still an event (docs/delivery.md, rule 8).
 
 use std::borrow::Cow;
 

@@ -381,4 +381,41 @@ mod tests {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
     }
+
+    #[test]
+    fn the_operations_page_lists_every_metric_and_only_metrics() {
+        let m = Metrics::new();
+        // Families appear once a label set exists.
+        m.dropped(DropReason::journal_full, 1);
+        m.gap(GapReason::journal_full);
+        m.intake_request(Some(200), 0.1);
+        let text = m.encode();
+        let exported: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_owned)
+            .collect();
+        let page = include_str!("../docs/operations.md");
+        let documented: Vec<&str> = page
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `evrelay_"))
+            .filter_map(|l| l.split_once('`'))
+            .map(|(name, _)| name.split('{').next().unwrap_or(name))
+            .map(|name| name.strip_suffix("_total").unwrap_or(name))
+            .collect();
+        for name in &exported {
+            let short = name.strip_prefix("evrelay_").unwrap_or(name);
+            assert!(
+                documented.contains(&short),
+                "{name} is not documented in docs/operations.md"
+            );
+        }
+        for name in documented {
+            assert!(
+                exported.iter().any(|e| e == &format!("evrelay_{name}")),
+                "docs/operations.md documents evrelay_{name}, which is not exported"
+            );
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! The golden corpus: realistic batches of core/v1 events and the Datadog events
-//! each must become, written by hand from the Cluster Agent's rules (ANCHORS.md and
+//! each must become, written by hand from the Cluster Agent's rules (docs/datadog.md and
 //! the table in `src/datadog/transform.rs`), never produced by running evrelay.
 //!
 //! One case per file in `tests/golden/`:

@@ -1,7 +1,7 @@
 //! Datadog's side: where events go and what they look like when they get there.
 //!
 //! - `transform.rs`: every mapping from a Kubernetes event to a Datadog event, in
-//!   one place, checkable line by line against the Cluster Agent (ANCHORS.md).
+//!   one place, checkable line by line against the Cluster Agent (docs/datadog.md).
 //! - `filter.rs`: which events are forwarded (`events.*` filters).
 //! - `payload.rs`: the request bodies (`/intake/`, `/api/v2/logs`,
 //!   `/api/v1/check_run`) and their compression.

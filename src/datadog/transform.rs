@@ -1,6 +1,6 @@
 //! Kubernetes events → Datadog events: every field mapping, in one place.
 //!
-//! The rules are the Cluster Agent's (ANCHORS.md; its `kubernetesapiserver` check),
+//! The rules are the Cluster Agent's (its `kubernetes_apiserver` check; docs/datadog.md),
 //! so that monitors and dashboards built on its events keep working. Where evrelay
 //! differs, the row says so and why.
 //!

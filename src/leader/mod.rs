@@ -9,7 +9,7 @@
 //!   a newer epoch fences the writer off.
 //!
 //! What a new leader does with its own journal is decided by
-//! [`crate::delivery::takeover`] (DESIGN.md, point 6).
+//! [`crate::delivery::takeover`] (docs/delivery.md, rule 6).
 
 pub mod lease;
 pub mod mirror;

@@ -1,7 +1,7 @@
 //! The shipper: reads pending records from the journal, sends them to the intake,
 //! and moves the journal's shipped-through cursor once the intake said 2xx.
 //!
-//! It guarantees (DESIGN.md, points 2 and 3) that the cursor passes a record only
+//! It guarantees (docs/delivery.md, rules 2 and 3) that the cursor passes a record only
 //! after a 2xx for the request that carried it, durably, before the next request is
 //! sent. A crash can therefore resend at most the one batch that was in flight.
 //!
@@ -271,8 +271,8 @@ fn occurrences<'a>(
         .filter_map(|(seq, record)| match record {
             Ok(r) if r.header.kind == RecordKind::Event => Some(Occurrence {
                 seq,
-                // Bytes that are not an event were journaled as they came (DESIGN.md,
-                // point 8) and go out with what could be read: nothing.
+                // Bytes that are not an event were journaled as they came (docs/delivery.md,
+                // rule 8) and go out with what could be read: nothing.
                 event: KubeEvent::parse(&r.raw).unwrap_or_default(),
                 received_at_ms: r.header.received_at_ms,
             }),

@@ -2,7 +2,7 @@
 //!
 //! It guarantees that the resume token it stores never points past an event that is
 //! not durable in the journal: each batch of watch lines is journaled together with
-//! the token that follows it, in one write (DESIGN.md, point 1).
+//! the token that follows it, in one write (docs/delivery.md, rule 1).
 //!
 //! It uses `GET /api/v1/events?watch` directly rather than kube-runtime's watcher,
 //! which can neither start from a stored resourceVersion nor show bookmarks, and it

@@ -1,5 +1,5 @@
 //! The mapping rules one by one. The corpus under `tests/golden/` checks whole
-//! batches against expectations written from ANCHORS.md.
+//! batches against expectations written from the Cluster Agent's rules.
 
 use super::*;
 
