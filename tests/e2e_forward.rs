@@ -270,7 +270,18 @@ async fn restart_resumes_without_list_or_duplicates() {
     assert!(second.terminate().success());
 
     let delivered = delivered_uids(&cp);
-    assert_eq!(delivered.len(), 30, "duplicates or extras at the intake");
+    let t = support::tally(&created.iter().cloned().collect::<Vec<_>>(), &delivered);
+    assert_eq!(
+        delivered.len(),
+        30,
+        "duplicates or extras at the intake: {t:?}; extras: {:?}\nthe intake's events:\n{}\nboth runs' log:\n{}",
+        delivered
+            .iter()
+            .filter(|u| !created.contains(*u))
+            .collect::<Vec<_>>(),
+        serde_json::to_string_pretty(&cp.intake_events()).unwrap(),
+        second.log()
+    );
     assert_eq!(delivered.into_iter().collect::<BTreeSet<_>>(), created);
     assert_eq!(
         cp.event_requests("list"),
