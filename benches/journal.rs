@@ -4,7 +4,8 @@
 //!     cargo bench --bench journal
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use evrelay::journal::{Header, Journal, JournalConfig, Record, RecordKind, ResumeToken};
+use evrelay::journal::{Journal, JournalSettings};
+use evrelay::record::{Header, Record, RecordKind, ResumeToken};
 
 fn event(i: u64) -> Record {
     let message = "x".repeat(700);
@@ -35,12 +36,12 @@ fn durable_append(c: &mut Criterion) {
     group.sample_size(20);
     for batch in [1u64, 64, 512] {
         let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(&JournalConfig {
+        let journal = Journal::open(&JournalSettings {
             data_dir: dir.path().to_path_buf(),
             cache_capacity_bytes: 16 * 1024 * 1024,
             max_bytes: 1 << 40,
-            seen_ttl_seconds: 7200,
-            retention_seconds: 0,
+            seen_ttl: std::time::Duration::from_secs(7200),
+            retention: None,
         })
         .unwrap();
         let bytes: usize = (0..batch).map(|i| event(i).encode().len()).sum();

@@ -6,12 +6,14 @@
 //!     cargo bench --bench pipeline
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use evrelay::datadog::{
-    self, Compression, DatadogConfig, DdEvent, EventsConfig, Occurrence, Transform,
-};
 use evrelay::dump::{self, Filter};
 use evrelay::event::KubeEvent;
-use evrelay::journal::{Header, Journal, JournalConfig, Record, RecordKind};
+use evrelay::journal::{Journal, JournalSettings};
+use evrelay::record::{Header, Record, RecordKind};
+use evrelay::ship::Occurrence;
+use evrelay::sinks::datadog::{
+    self, Compression, DatadogSettings, DdEvent, EventsSettings, Transform,
+};
 
 const BATCH: usize = 500;
 
@@ -45,10 +47,10 @@ fn transform_and_encode(c: &mut Criterion) {
     let bursty: Vec<Vec<u8>> = (0..BATCH)
         .map(|i| raw(if i % 2 == 0 { 0 } else { i }))
         .collect();
-    let datadog = DatadogConfig::default();
+    let datadog = DatadogSettings::default();
     let mode = |mode: &str| {
-        let events = EventsConfig {
-            mode: mode.into(),
+        let events = EventsSettings {
+            mode: mode.parse().unwrap(),
             ..Default::default()
         };
         Transform::new(&events, &datadog)
@@ -66,7 +68,7 @@ fn transform_and_encode(c: &mut Criterion) {
         b.iter(|| bundled.map(&occurrences(&bursty)))
     });
     let mapped = unbundled.map(&occurrences(&events)).outbound;
-    let refs: Vec<&DdEvent> = mapped.iter().map(|o| &o.event).collect();
+    let refs: Vec<&DdEvent> = mapped.iter().map(|o| &o.item).collect();
     for (name, compression) in [
         ("zstd", Compression::Zstd),
         ("deflate", Compression::Deflate),
@@ -85,7 +87,7 @@ fn transform_and_encode(c: &mut Criterion) {
     group.bench_function("transform_encode_500", |b| {
         b.iter(|| {
             let mapped = bundled.map(&occurrences(&events)).outbound;
-            let refs: Vec<&DdEvent> = mapped.iter().map(|o| &o.event).collect();
+            let refs: Vec<&DdEvent> = mapped.iter().map(|o| &o.item).collect();
             datadog::encode(&refs, "evrelay-0", Compression::Zstd)
         })
     });
@@ -95,7 +97,7 @@ fn transform_and_encode(c: &mut Criterion) {
 fn dump_scan(c: &mut Criterion) {
     const RECORDS: usize = 100_000;
     let dir = tempfile::tempdir().unwrap();
-    let journal = Journal::open(&JournalConfig {
+    let journal = Journal::open(&JournalSettings {
         data_dir: dir.path().to_path_buf(),
         cache_capacity_bytes: 16 * 1024 * 1024,
         max_bytes: 1 << 34,
@@ -127,7 +129,7 @@ fn dump_scan(c: &mut Criterion) {
             namespace: Some("shop".into()),
             ..Default::default()
         };
-        b.iter(|| dump::lines(&journal, &filter).unwrap().len())
+        b.iter(|| dump::lines(&journal, "datadog", &filter).unwrap().len())
     });
     group.finish();
 }

@@ -1,6 +1,6 @@
 //! Schema 1 → 2: the `tokens` tree (last sequence number of a write → the resume
 //! token written with it), from which the leader's shipped-through token is read
-//! (`src/journal/store/term.rs`).
+//! (`src/journal/term.rs`).
 //!
 //! A schema-1 journal has no such entries. Where the sink has shipped everything
 //! journaled, its resume token covers exactly the shipped records, so it is filed
@@ -9,41 +9,36 @@
 //! ConfigMap's older token (more duplicates, never a loss).
 //!
 //! It also counts the records once into `meta` (`record_count`), which schema 2
-//! keeps in the transactions that add and remove records, so that the journal's
-//! length is read, not counted (sled's own count walks the whole tree).
+//! keeps in the writes that add and remove records, so that the journal's length
+//! is read, not counted (counting walks the whole tree).
 //!
-//! Crash-safe: the entry, the count and the new schema version are one
-//! transaction; a step killed before it commits leaves schema 1 and runs again at
-//! the next open.
+//! Crash-safe: the entry, the count and the new schema version are one atomic
+//! write; a step killed before it leaves schema 1 and runs again at the next open.
 
-use sled::Transactional;
-use sled::transaction::ConflictableTransactionError;
-
-use super::Trees;
+use super::{Batch, Store, StoreError, Tree};
 
 pub(super) const VERSION: u32 = 2;
 
-pub(super) fn step(trees: &Trees<'_>) -> Result<(), sled::transaction::TransactionError<()>> {
-    let head = trees
-        .events
-        .last()?
-        .map(|(k, _)| super::seq_of(&k))
-        .unwrap_or(0);
-    let shipped = trees
-        .meta
-        .get(b"shipped_through/datadog")?
-        .map(|v| super::seq_of(&v))
-        .unwrap_or(0);
-    let token = trees.meta.get(b"resume_token")?;
-    let count = trees.events.len() as u64;
-    (trees.meta, trees.tokens).transaction(|(meta, tokens)| {
-        if let Some(token) = &token
-            && shipped >= head
-        {
-            tokens.insert(&head.to_be_bytes(), token.clone())?;
-        }
-        meta.insert(b"record_count".as_slice(), &count.to_be_bytes())?;
-        meta.insert(super::META_SCHEMA, &VERSION.to_be_bytes())?;
-        Ok::<_, ConflictableTransactionError<()>>(())
-    })
+pub(super) fn step(store: &dyn Store) -> Result<(), StoreError> {
+    let head = store
+        .last(Tree::Events)?
+        .map_or(0, |(k, _)| super::seq_of(&k));
+    let shipped = store
+        .get(Tree::Meta, b"shipped_through/datadog")?
+        .map_or(0, |v| super::seq_of(&v));
+    let token = store.get(Tree::Meta, b"resume_token")?;
+    let mut count = 0u64;
+    for entry in store.iter(Tree::Events) {
+        entry?;
+        count += 1;
+    }
+    let mut batch = Batch::default();
+    if let Some(token) = token
+        && shipped >= head
+    {
+        batch.insert(Tree::Tokens, head.to_be_bytes(), token);
+    }
+    batch.insert(Tree::Meta, b"record_count".as_slice(), count.to_be_bytes());
+    batch.insert(Tree::Meta, super::META_SCHEMA, VERSION.to_be_bytes());
+    store.apply(batch)
 }

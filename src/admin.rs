@@ -18,72 +18,72 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{Query, State as Extract};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Problem;
+use crate::backoff::within;
 use crate::dump::{self, Filter};
 use crate::journal::Journal;
 use crate::metrics::Metrics;
-use crate::ship::replay::{self, Window};
-use crate::ship::{SINK, Shipper};
+use crate::ship::{Shipping, Window};
 
-/// Admin endpoint settings (`admin:` in the config file).
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdminConfig {
-    /// Where `/metrics`, `/healthz` and `/readyz` are served. Empty: not served.
-    pub listen_address: String,
+/// Admin endpoint settings, checked (`admin:` in the configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; `None`: not served.
+    pub listen: Option<SocketAddr>,
 }
 
-impl Default for AdminConfig {
+impl Default for AdminSettings {
     fn default() -> Self {
-        AdminConfig {
-            listen_address: "0.0.0.0:8080".into(),
+        AdminSettings {
+            listen: Some(SocketAddr::from(([0, 0, 0, 0], 8080))),
         }
-    }
-}
-
-impl AdminConfig {
-    pub(crate) fn problems(&self) -> Vec<Problem> {
-        if self.listen_address.is_empty() || self.address().is_some() {
-            return Vec::new();
-        }
-        vec![Problem {
-            key: "admin.listen_address".into(),
-            message: format!("{:?} is not an address and port", self.listen_address),
-            fix: "use IP:PORT, e.g. 0.0.0.0:8080 (or empty to turn the endpoint off)".into(),
-        }]
-    }
-
-    pub fn address(&self) -> Option<SocketAddr> {
-        self.listen_address.parse().ok()
     }
 }
 
 /// How long a health check may take before it counts as failed.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What the endpoint serves from.
 #[derive(Clone)]
-struct Shared {
+pub struct State {
     journal: Journal,
     metrics: Metrics,
     /// Sends past windows again (`POST /replay`).
-    replayer: Option<Arc<Shipper>>,
-    shutdown: CancellationToken,
+    shipper: Option<Arc<dyn Shipping>>,
+    /// Ends a replay in progress when the endpoint stops.
+    stop: CancellationToken,
 }
 
-/// Serves the admin endpoint on `listener` until `shutdown`.
+impl State {
+    pub fn new(journal: Journal, metrics: Metrics, shipper: Option<Arc<dyn Shipping>>) -> Self {
+        State {
+            journal,
+            metrics,
+            shipper,
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// The cursor `dump` reports states against.
+    fn sink(&self) -> &'static str {
+        self.shipper
+            .as_ref()
+            .map_or(crate::sinks::datadog::SINK_NAME, |s| s.sink_name())
+    }
+}
+
+/// Serves the admin endpoint on `listener` until `stop`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    journal: Journal,
-    metrics: Metrics,
-    replayer: Option<Shipper>,
-    shutdown: CancellationToken,
+    mut state: State,
+    stop: CancellationToken,
 ) -> std::io::Result<()> {
+    state.stop = stop.clone();
     let app = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
@@ -91,28 +91,19 @@ pub async fn serve(
         .route("/dump", get(dump_lines))
         .route("/dump/meta", get(dump_meta))
         .route("/replay", post(replay))
-        .with_state(Shared {
-            journal,
-            metrics,
-            replayer: replayer.map(Arc::new),
-            shutdown: shutdown.clone(),
-        });
+        .with_state(state);
     axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
 }
 
-async fn metrics_text(State(s): State<Shared>) -> Response {
-    let journal = s.journal.clone();
-    let figures = tokio::task::spawn_blocking(move || {
-        Ok::<_, crate::journal::JournalError>((
-            journal.counters()?.record_bytes,
-            journal.len(),
-            journal.pending(SINK)?,
-        ))
-    })
-    .await;
-    if let Ok(Ok((bytes, records, pending))) = figures {
+async fn metrics_text(Extract(s): Extract<State>) -> Response {
+    let sink = s.sink();
+    let figures = s
+        .journal
+        .call(move |j| Ok((j.counters()?.record_bytes, j.len(), j.pending(sink)?)))
+        .await;
+    if let Ok((bytes, records, pending)) = figures {
         s.metrics.journal(bytes, records, pending);
     }
     (
@@ -126,16 +117,17 @@ async fn metrics_text(State(s): State<Shared>) -> Response {
 }
 
 /// `evrelay dump --admin`: the journal's records as JSON lines, filtered.
-async fn dump_lines(State(s): State<Shared>, Query(filter): Query<Filter>) -> Response {
-    let journal = s.journal.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let head = journal.head();
-        dump::lines(&journal, &filter).map(|lines| (lines, head))
-    })
-    .await
-    .expect("dump task panicked");
+async fn dump_lines(Extract(s): Extract<State>, Query(filter): Query<Filter>) -> Response {
+    let sink = s.sink();
+    let result = s
+        .journal
+        .call(move |j| {
+            let head = j.head();
+            Ok(dump::lines(j, sink, &filter).map(|lines| (lines, head)))
+        })
+        .await;
     match result {
-        Ok((lines, head)) => {
+        Ok(Ok((lines, head))) => {
             let mut body = Vec::new();
             if let Err(e) = dump::print(&lines, dump::Format::Json, &mut body) {
                 return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
@@ -152,24 +144,27 @@ async fn dump_lines(State(s): State<Shared>, Query(filter): Query<Filter>) -> Re
             )
                 .into_response()
         }
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
-async fn dump_meta(State(s): State<Shared>) -> Response {
-    let journal = s.journal.clone();
-    match tokio::task::spawn_blocking(move || dump::meta_value(&journal))
+async fn dump_meta(Extract(s): Extract<State>) -> Response {
+    let sinks = vec![s.sink()];
+    match s
+        .journal
+        .call(move |j| Ok(dump::meta_value(j, &sinks)))
         .await
-        .expect("dump task panicked")
     {
-        Ok(meta) => axum::Json(meta).into_response(),
+        Ok(Ok(meta)) => axum::Json(meta).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
 /// `evrelay replay --admin`: sends a past window again (`dry_run`: lists it).
-async fn replay(State(s): State<Shared>, Query(window): Query<ReplayQuery>) -> Response {
-    let Some(replayer) = s.replayer.clone() else {
+async fn replay(Extract(s): Extract<State>, Query(window): Query<ReplayQuery>) -> Response {
+    let Some(shipper) = s.shipper.clone() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "replay is not available\n").into_response();
     };
     let w = Window {
@@ -177,9 +172,9 @@ async fn replay(State(s): State<Shared>, Query(window): Query<ReplayQuery>) -> R
         until_ms: window.until_ms,
     };
     if window.dry_run {
-        return dump_lines(State(s), Query(replay::dry_run_filter(w))).await;
+        return dump_lines(Extract(s), Query(Filter::replayed(w))).await;
     }
-    match replayer.replay(w, &s.shutdown).await {
+    match shipper.replay(w, &s.stop).await {
         Ok(report) => axum::Json(report).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
@@ -193,21 +188,16 @@ struct ReplayQuery {
     dry_run: bool,
 }
 
-async fn healthz(State(s): State<Shared>) -> Response {
-    let journal = s.journal.clone();
-    let probe = tokio::time::timeout(
-        PROBE_TIMEOUT,
-        tokio::task::spawn_blocking(move || journal.probe()),
-    )
-    .await;
+async fn healthz(Extract(s): Extract<State>) -> Response {
+    let probe = within(PROBE_TIMEOUT, s.journal.call(|j| j.probe())).await;
     match probe {
-        Ok(Ok(Ok(()))) => (StatusCode::OK, "ok\n").into_response(),
-        Ok(Ok(Err(e))) => (
+        Ok(Ok(())) => (StatusCode::OK, "ok\n").into_response(),
+        Ok(Err(e)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("journal not writable: {e}\n"),
         )
             .into_response(),
-        Ok(Err(_)) | Err(_) => (
+        Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("journal write did not finish within {PROBE_TIMEOUT:?}\n"),
         )
@@ -215,7 +205,7 @@ async fn healthz(State(s): State<Shared>) -> Response {
     }
 }
 
-async fn readyz(State(s): State<Shared>) -> Response {
+async fn readyz(Extract(s): Extract<State>) -> Response {
     let (leading, watching) = (s.metrics.is_leader(), s.metrics.is_watching());
     match (leading, watching) {
         (false, _) => (StatusCode::OK, "standby\n").into_response(),

@@ -17,8 +17,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use crate::datadog::{ServiceCheck, encode_check_run};
-use crate::ship::Intake;
+use crate::sinks::datadog::{Intake, ServiceCheck, encode_check_run};
 
 pub const CHECK: &str = "kube_apiserver_controlplane.up";
 
@@ -82,7 +81,6 @@ async fn readyz(client: &kube::Client) -> Readyz {
 }
 
 /// Reports every `interval` until dropped (at the end of the leader's term).
-/// An interval of zero reports nothing.
 pub async fn report(
     client: &kube::Client,
     intake: &Intake,
@@ -90,9 +88,6 @@ pub async fn report(
     cluster_name: Option<&str>,
     interval: Duration,
 ) -> Infallible {
-    if interval.is_zero() {
-        return std::future::pending().await;
-    }
     let tags: Vec<String> = cluster_name
         .filter(|c| !c.is_empty())
         .map(|c| format!("kube_cluster_name:{c}"))

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::journal::{Header, ResumeToken, Seen, Term};
+use crate::record::{Header, ResumeToken, Seen, Term};
 
 /// Whether an event is an occurrence the journal does not hold yet (rule 5):
 /// a uid never journaled, a count that went up, or, for events that carry no
@@ -101,7 +101,7 @@ pub fn takeover(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{Header, RecordKind};
+    use crate::record::{Header, RecordKind};
 
     fn header(count: u32, last: Option<i64>) -> Header {
         Header {

@@ -12,8 +12,9 @@ use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 
-use crate::journal::{Journal, JournalError, RecordKind, StoredRecord};
-use crate::ship::SINK;
+use crate::journal::{Journal, JournalError, StoredRecord};
+use crate::record::RecordKind;
+use crate::ship::Window;
 
 /// Why a dump stopped.
 #[derive(Debug, thiserror::Error)]
@@ -32,8 +33,9 @@ pub enum DumpError {
 
 /// Where a dump reads from.
 pub enum Source {
-    /// A journal directory, opened here (evrelay must not be running on it).
-    Journal(Journal),
+    /// A journal directory, opened here (evrelay must not be running on it), and
+    /// the sink whose cursor says what is shipped.
+    Journal(Journal, &'static str),
     /// A running evrelay's admin endpoint, e.g. `http://127.0.0.1:8080`.
     Admin(String),
 }
@@ -45,7 +47,7 @@ impl Source {
     /// The records `filter` keeps, and the sequence number scanned through.
     pub async fn lines(&self, filter: &Filter) -> Result<(Vec<Line>, u64), DumpError> {
         match self {
-            Source::Journal(journal) => Ok((lines(journal, filter)?, journal.head())),
+            Source::Journal(journal, sink) => Ok((lines(journal, sink, filter)?, journal.head())),
             Source::Admin(base) => {
                 let url = format!("{}/dump", base.trim_end_matches('/'));
                 let admin = |source| DumpError::Admin {
@@ -77,7 +79,7 @@ impl Source {
 
     pub async fn meta(&self) -> Result<serde_json::Value, DumpError> {
         match self {
-            Source::Journal(journal) => meta_value(journal),
+            Source::Journal(journal, sink) => meta_value(journal, &[sink]),
             Source::Admin(base) => {
                 let url = format!("{}/dump/meta", base.trim_end_matches('/'));
                 let admin = |source| DumpError::Admin {
@@ -131,7 +133,7 @@ pub struct Line {
     pub seq: u64,
     /// event | gap | damaged
     pub kind: String,
-    /// pending | shipped | dead, against the Datadog sink's cursor and dead letters.
+    /// pending | shipped | dead, against the sink's cursor and dead letters.
     pub state: String,
     /// Why the intake refused it, for dead records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -188,6 +190,18 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// What a replay of `window` sends, as `dump` lines: shipped events (not dead
+    /// letters) last seen in the window.
+    pub fn replayed(window: Window) -> Filter {
+        Filter {
+            shipped: true,
+            events: true,
+            since_ms: Some(window.since_ms),
+            until_ms: window.until_ms,
+            ..Default::default()
+        }
+    }
+
     fn keeps(&self, line: &Line) -> bool {
         let states = [
             (self.pending, "pending"),
@@ -228,9 +242,9 @@ fn rfc3339(ms: Option<i64>) -> Option<String> {
         .map(|t| t.to_string())
 }
 
-/// The records `filter` keeps, oldest first.
-pub fn lines(journal: &Journal, filter: &Filter) -> Result<Vec<Line>, DumpError> {
-    let shipped_through = journal.shipped_through(SINK)?;
+/// The records `filter` keeps, oldest first; states against `sink`'s cursor.
+pub fn lines(journal: &Journal, sink: &str, filter: &Filter) -> Result<Vec<Line>, DumpError> {
+    let shipped_through = journal.shipped_through(sink)?;
     let mut out = Vec::new();
     let after = filter.after.unwrap_or(0);
     for item in journal.iter_after(after) {
@@ -372,27 +386,25 @@ fn cut(s: &str, n: usize) -> String {
     }
 }
 
-/// The journal's bookkeeping, as one JSON object.
-pub fn meta(journal: &Journal, out: &mut impl Write) -> Result<(), DumpError> {
-    let value = meta_value(journal)?;
-    serde_json::to_writer_pretty(&mut *out, &value).map_err(std::io::Error::from)?;
-    out.write_all(b"\n")?;
-    Ok(())
-}
-
-/// The journal's bookkeeping.
-pub fn meta_value(journal: &Journal) -> Result<serde_json::Value, DumpError> {
-    let token = journal.resume_token()?;
-    let shipped_through = journal.shipped_through(SINK)?;
+/// The journal's bookkeeping, with the cursor and shipped token of each of `sinks`.
+pub fn meta_value(journal: &Journal, sinks: &[&str]) -> Result<serde_json::Value, DumpError> {
+    let mut shipped_through = serde_json::Map::new();
+    let mut shipped_token = serde_json::Map::new();
+    for sink in sinks {
+        shipped_through.insert((*sink).into(), journal.shipped_through(sink)?.into());
+        let token =
+            serde_json::to_value(journal.shipped_token(&[sink])?).map_err(std::io::Error::from)?;
+        shipped_token.insert((*sink).into(), token);
+    }
     let value = serde_json::json!({
         "schema_version": journal.schema_version()?,
-        "resume_token": token,
-        "shipped_through": { SINK: shipped_through },
-        "shipped_token": { SINK: journal.shipped_token(SINK)? },
+        "resume_token": journal.resume_token()?,
+        "shipped_through": shipped_through,
+        "shipped_token": shipped_token,
         "term": journal.term()?,
         "records": journal.len(),
-        "pending": journal.pending(SINK)?,
-        "dead_letters": journal.dead_count(),
+        "pending": journal.head().saturating_sub(journal.lowest_shipped_through(sinks)?),
+        "dead_letters": journal.dead_count()?,
         "counters": journal.counters()?,
         "bytes_on_disk": journal.size_on_disk()?,
         "path": journal.path(),
@@ -403,10 +415,13 @@ pub fn meta_value(journal: &Journal) -> Result<serde_json::Value, DumpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{Header, JournalConfig, Record, ResumeToken};
+    use crate::journal::JournalSettings;
+    use crate::record::{Gap, Header, Record, ResumeToken};
+
+    const SINK: &str = "datadog";
 
     fn journal(dir: &std::path::Path) -> Journal {
-        let j = Journal::open(&JournalConfig {
+        let j = Journal::open(&JournalSettings {
             data_dir: dir.into(),
             cache_capacity_bytes: 1 << 20,
             ..Default::default()
@@ -432,7 +447,7 @@ mod tests {
                 event("a", "shop", "Started", 1_000),
                 event("b", "shop", "BackOff", 2_000),
                 event("c", "web", "Started", 3_000),
-                Record::gap("ResumeTokenExpired", serde_json::json!({})),
+                Record::gap(Gap::ResumeTokenExpired, serde_json::json!({})),
             ],
             Some(&token),
         )
@@ -442,7 +457,7 @@ mod tests {
     }
 
     fn seqs(j: &Journal, f: Filter) -> Vec<u64> {
-        lines(j, &f).unwrap().iter().map(|l| l.seq).collect()
+        lines(j, SINK, &f).unwrap().iter().map(|l| l.seq).collect()
     }
 
     #[test]
@@ -512,7 +527,7 @@ mod tests {
         let mut out = Vec::new();
         table_header(&mut out).unwrap();
         print(
-            &lines(&j, &Filter::default()).unwrap(),
+            &lines(&j, SINK, &Filter::default()).unwrap(),
             Format::Table,
             &mut out,
         )
@@ -527,7 +542,7 @@ mod tests {
     async fn follow_prints_records_as_they_arrive() {
         let dir = tempfile::tempdir().unwrap();
         let j = journal(dir.path());
-        let source = Source::Journal(j.clone());
+        let source = Source::Journal(j.clone(), SINK);
         let mut out = Vec::new();
         let later = async {
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use crate::journal::{Header, RecordKind};
+use crate::record::{Header, RecordKind};
 
 /// The fields of a core/v1 Event that evrelay reads.
 #[derive(Debug, Default, Deserialize)]

@@ -10,41 +10,19 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64};
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// Why events were given up.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum DropReason {
-    /// The journal's byte cap removed pending records (a loss, gap-marked).
-    journal_full,
-    /// A takeover gave up a stale journal's pending records (re-collected by the
-    /// new term from the mirrored token: not a loss).
-    stale_backlog,
-}
+use crate::record::Gap;
 
+/// The cause of a gap or a drop: a [`Gap`]'s label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DropLabels {
-    pub reason: DropReason,
-}
-
-/// Why a gap marker was written.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum GapReason {
-    resume_token_expired,
-    journal_full,
-    stale_backlog,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct GapLabels {
-    pub reason: GapReason,
+pub struct ReasonLabels {
+    pub reason: &'static str,
 }
 
 /// The intake's answer class: an HTTP status, or `error` when none came back.
@@ -65,10 +43,10 @@ struct Inner {
     events_journaled: Counter,
     events_duplicate: Counter,
     events_shipped: Counter,
-    events_dropped: Family<DropLabels, Counter>,
+    events_dropped: Family<ReasonLabels, Counter>,
     events_dead_lettered: Counter,
     events_filtered: Counter,
-    gaps: Family<GapLabels, Counter>,
+    gaps: Family<ReasonLabels, Counter>,
     relists: Counter,
     watch_restarts: Counter,
     journal_bytes: Gauge,
@@ -244,17 +222,26 @@ impl Metrics {
         self.inner.events_duplicate.inc_by(duplicates as u64);
     }
 
-    pub fn dropped(&self, reason: DropReason, n: u64) {
+    /// Pending events given up: to the byte cap (a loss) or at a takeover (the
+    /// new term re-collects them).
+    pub fn dropped(&self, cause: Gap, n: u64) {
         if n > 0 {
             self.inner
                 .events_dropped
-                .get_or_create(&DropLabels { reason })
+                .get_or_create(&ReasonLabels {
+                    reason: cause.label(),
+                })
                 .inc_by(n);
         }
     }
 
-    pub fn gap(&self, reason: GapReason) {
-        self.inner.gaps.get_or_create(&GapLabels { reason }).inc();
+    pub fn gap(&self, cause: Gap) {
+        self.inner
+            .gaps
+            .get_or_create(&ReasonLabels {
+                reason: cause.label(),
+            })
+            .inc();
     }
 
     pub fn relisted(&self) {
@@ -361,8 +348,8 @@ mod tests {
     fn names_follow_prometheus_conventions() {
         let m = Metrics::new();
         m.received(3);
-        m.dropped(DropReason::journal_full, 2);
-        m.gap(GapReason::resume_token_expired);
+        m.dropped(Gap::JournalFull, 2);
+        m.gap(Gap::ResumeTokenExpired);
         m.intake_request(Some(202), 0.01);
         m.intake_request(None, 0.5);
         m.shipped([0.2, 1.5], 1);
@@ -386,8 +373,8 @@ mod tests {
     fn the_operations_page_lists_every_metric_and_only_metrics() {
         let m = Metrics::new();
         // Families appear once a label set exists.
-        m.dropped(DropReason::journal_full, 1);
-        m.gap(GapReason::journal_full);
+        m.dropped(Gap::JournalFull, 1);
+        m.gap(Gap::JournalFull);
         m.intake_request(Some(200), 0.1);
         let text = m.encode();
         let exported: Vec<String> = text

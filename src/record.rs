@@ -1,4 +1,7 @@
-//! The on-disk format of one journal record and of the values in `meta`.
+//! The journal's on-disk format: one record, and the values kept beside the
+//! records (resume token, term, dead letters, the dedup index). The trees they live
+//! in are listed in `src/journal/mod.rs`; this file is the byte-level format, and
+//! nothing in it knows where the bytes are stored.
 //!
 //! A record is the value stored under its sequence number in the `events` tree:
 //!
@@ -87,12 +90,51 @@ impl Header {
     }
 }
 
+/// Why a gap marker was written: where events may be missing, or were given up.
+/// Its name is the gap record's `reason` (and `dump`'s); [`Gap::label`] is the
+/// metrics' label for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Gap {
+    /// The resume token expired (410 Gone) and a relist followed: events that
+    /// expired in between may be missing.
+    ResumeTokenExpired,
+    /// The byte cap dropped pending events: a loss, counted.
+    JournalFull,
+    /// A takeover gave up a stale journal's pending records; the new term
+    /// re-collects them from the mirrored token (not a loss).
+    StaleBacklogDropped,
+}
+
+impl Gap {
+    /// The `reason` written in the gap record.
+    pub fn name(self) -> &'static str {
+        match self {
+            Gap::ResumeTokenExpired => "ResumeTokenExpired",
+            Gap::JournalFull => "JournalFull",
+            Gap::StaleBacklogDropped => "StaleBacklogDropped",
+        }
+    }
+
+    /// The metrics' label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Gap::ResumeTokenExpired => "resume_token_expired",
+            Gap::JournalFull => "journal_full",
+            Gap::StaleBacklogDropped => "stale_backlog",
+        }
+    }
+}
+
 impl Record {
-    /// A gap marker: `reason` names the cause, `detail` (JSON) the range.
-    pub fn gap(reason: &str, detail: serde_json::Value) -> Self {
+    /// A gap marker for `cause`; `detail` (JSON) says what range it covers, and
+    /// gets the cause's name as `reason`.
+    pub fn gap(cause: Gap, mut detail: serde_json::Value) -> Self {
+        if let Some(map) = detail.as_object_mut() {
+            map.insert("reason".into(), cause.name().into());
+        }
         let now = jiff::Timestamp::now().as_millisecond();
         let mut header = Header::blank(RecordKind::Gap, now);
-        header.reason = reason.to_owned();
+        header.reason = cause.name().to_owned();
         header.last_timestamp_ms = Some(now);
         Record {
             header,
@@ -182,11 +224,11 @@ pub struct ResumeToken {
 }
 
 impl ResumeToken {
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a token always serializes")
     }
 
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
         serde_json::from_slice(bytes).map_err(|e| RecordError::Header(e.to_string()))
     }
 }
@@ -194,7 +236,7 @@ impl ResumeToken {
 /// The leadership term a journal was last written under: the epoch the replica
 /// claimed in the token ConfigMap, and its identity. Stored in `meta` as JSON. A new
 /// leader compares it with the ConfigMap to know whether its journal is current
-/// (see [`crate::delivery::takeover`]).
+/// (see `delivery::takeover`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Term {
     pub epoch: u64,
@@ -202,11 +244,11 @@ pub struct Term {
 }
 
 impl Term {
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a term always serializes")
     }
 
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
         serde_json::from_slice(bytes).map_err(|e| RecordError::Header(e.to_string()))
     }
 }
@@ -224,11 +266,11 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a dead letter always serializes")
     }
 
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
         serde_json::from_slice(bytes).map_err(|e| RecordError::Header(e.to_string()))
     }
 }
@@ -236,7 +278,7 @@ impl DeadLetter {
 /// What the dedup index holds for an event uid: enough to tell a new occurrence
 /// (a higher count) from the same one delivered twice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Seen {
+pub struct Seen {
     pub count: u32,
     pub last_timestamp_ms: Option<i64>,
     /// When this occurrence was journaled; entries older than the dedup horizon
@@ -246,7 +288,7 @@ pub(crate) struct Seen {
 
 impl Seen {
     /// Reads a schema-2 entry (one per uid), for the schema-3 migration.
-    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
         postcard::from_bytes(bytes).ok()
     }
 }
@@ -264,29 +306,29 @@ impl Seen {
 /// A bucket that does not decode reads as empty: its events are journaled again
 /// (a duplicate at worst, never a loss).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct SeenBucket(Vec<(String, Seen)>);
+pub struct SeenBucket(Vec<(String, Seen)>);
 
 impl SeenBucket {
     /// The `seen_buckets` key of `uid`'s bucket.
-    pub(crate) fn key(uid: &str) -> [u8; 2] {
+    pub fn key(uid: &str) -> [u8; 2] {
         let top = crc32c::crc32c(uid.as_bytes()) >> 16;
         (top as u16).to_be_bytes()
     }
 
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         postcard::to_stdvec(self).expect("always serializes")
     }
 
-    pub(crate) fn decode(bytes: &[u8]) -> Self {
+    pub fn decode(bytes: &[u8]) -> Self {
         postcard::from_bytes(bytes).unwrap_or_default()
     }
 
-    pub(crate) fn get(&self, uid: &str) -> Option<&Seen> {
+    pub fn get(&self, uid: &str) -> Option<&Seen> {
         let at = self.0.binary_search_by(|(u, _)| u.as_str().cmp(uid)).ok()?;
         Some(&self.0[at].1)
     }
 
-    pub(crate) fn set(&mut self, uid: &str, seen: Seen) {
+    pub fn set(&mut self, uid: &str, seen: Seen) {
         match self.0.binary_search_by(|(u, _)| u.as_str().cmp(uid)) {
             Ok(at) => self.0[at].1 = seen,
             Err(at) => self.0.insert(at, (uid.to_owned(), seen)),
@@ -294,13 +336,13 @@ impl SeenBucket {
     }
 
     /// Drops the entries journaled before `before_ms`; returns how many.
-    pub(crate) fn forget_before(&mut self, before_ms: i64) -> usize {
+    pub fn forget_before(&mut self, before_ms: i64) -> usize {
         let len = self.0.len();
         self.0.retain(|(_, s)| s.journaled_at_ms >= before_ms);
         len - self.0.len()
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }

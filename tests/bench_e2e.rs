@@ -331,12 +331,13 @@ async fn outage_catch_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: run on demand"]
 async fn startup_with_backlog() {
-    use evrelay::journal::{Header, Journal, JournalConfig, Record, RecordKind, ResumeToken};
+    use evrelay::journal::{Journal, JournalSettings};
+    use evrelay::record::{Header, Record, RecordKind, ResumeToken};
     let n = env_or("EVRELAY_BENCH_BACKLOG", 1_000_000) as usize;
     let cp = ControlPlane::start();
     let data = cp.data_dir("bench");
     {
-        let journal = Journal::open(&JournalConfig {
+        let journal = Journal::open(&JournalSettings {
             data_dir: data.clone(),
             max_bytes: 4 << 30,
             ..Default::default()

@@ -2,7 +2,7 @@
 //! resolves inside the repository, nothing points outside it, every test a page
 //! cites as evidence exists, and README.md stays a short front door. (The
 //! configuration keys and the metrics are checked against their tables by the unit
-//! tests of `src/config.rs` and `src/metrics.rs`.)
+//! tests of `src/config/mod.rs` and `src/metrics.rs`.)
 
 use std::path::{Path, PathBuf};
 
@@ -109,6 +109,35 @@ fn every_cited_test_exists() {
     assert!(
         missing.is_empty(),
         "cited tests that do not exist:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn every_cited_source_file_exists() {
+    let mut missing = Vec::new();
+    for file in markdown() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for quoted in text.split('`').skip(1).step_by(2) {
+            let path = quoted.split("::").next().unwrap_or(quoted);
+            let cited = [
+                "src/",
+                "tests/",
+                "migrations/",
+                "benches/",
+                "deploy/",
+                "scripts/",
+            ]
+            .iter()
+            .any(|dir| path.starts_with(dir));
+            if cited && !path.contains(['*', '<', ' ', '\n']) && !repo().join(path).exists() {
+                missing.push(format!("{}: {path}", file.display()));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "cited paths that do not exist:\n{}",
         missing.join("\n")
     );
 }

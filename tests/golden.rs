@@ -1,6 +1,6 @@
 //! The golden corpus: realistic batches of core/v1 events and the Datadog events
 //! each must become, written by hand from the Cluster Agent's rules (docs/datadog.md and
-//! the table in `src/datadog/transform.rs`), never produced by running evrelay.
+//! the table in `src/sinks/datadog/transform.rs`), never produced by running evrelay.
 //!
 //! One case per file in `tests/golden/`:
 //!
@@ -26,15 +26,18 @@ mod support;
 
 use support::golden::{Case, cases};
 
-use evrelay::datadog::{DatadogConfig, Occurrence, Transform};
 use evrelay::event::KubeEvent;
+use evrelay::ship::Occurrence;
+use evrelay::sinks::datadog::{DatadogSettings, EventsSettings, Transform};
 
 fn run(case: &Case) -> (serde_json::Value, serde_json::Value) {
-    let datadog = DatadogConfig {
+    let datadog = DatadogSettings {
         cluster_name: case.cluster_name.clone(),
         ..Default::default()
     };
-    let transform = Transform::new(&case.events_config, &datadog);
+    let events = EventsSettings::try_from(case.events_config.clone())
+        .unwrap_or_else(|p| panic!("{}: config.events: {p:?}", case.name));
+    let transform = Transform::new(&events, &datadog);
     let raws: Vec<Vec<u8>> = case
         .events
         .iter()
@@ -54,7 +57,7 @@ fn run(case: &Case) -> (serde_json::Value, serde_json::Value) {
         .outbound
         .iter()
         .map(|o| {
-            let mut v = serde_json::to_value(&o.event).unwrap();
+            let mut v = serde_json::to_value(&o.item).unwrap();
             v["seqs"] = serde_json::json!(o.seqs);
             v
         })

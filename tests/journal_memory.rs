@@ -12,7 +12,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use evrelay::journal::{Header, Journal, JournalConfig, Record, RecordKind};
+use evrelay::journal::{Journal, JournalSettings};
+use evrelay::record::{Header, Record, RecordKind};
 
 struct Counting;
 
@@ -67,7 +68,7 @@ fn reading_a_backlog_stays_near_the_cache_capacity() {
     const RECORDS: usize = 60_000; // ~65 MB of records, ~7k sled leaves
     const CACHE: u64 = 2 * MIB as u64;
     let dir = tempfile::tempdir().unwrap();
-    let config = JournalConfig {
+    let config = JournalSettings {
         data_dir: dir.path().to_path_buf(),
         cache_capacity_bytes: CACHE,
         max_bytes: 1 << 30,

@@ -1,150 +1,71 @@
-//! Configuration: one YAML file, every key overridable from the environment.
+//! Configuration: one YAML file, every key overridable from the environment, read
+//! and checked once into the typed settings each module takes.
 //!
-//! Each section's type lives next to the code it configures (`journal`, `watch`,
-//! `ship`, `datadog`); this module only assembles them, applies the environment and
-//! checks the result. Precedence, lowest first: built-in defaults, the file, the
-//! environment, command-line flags.
+//! - `sections.rs`: the file's sections as written, and their conversion into each
+//!   module's settings (`watch::WatchSettings`, `ship::ShipSettings`, …): enums for
+//!   choices, `Duration`s, filters parsed. Modules never see the file or a
+//!   [`Problem`].
+//! - `env.rs`: the environment overrides, their names derived from the sections'
+//!   types.
+//! - `problem.rs`: what is wrong, with the key and the fix; all at once.
 //!
-//! Every key `a.b` can be set by `EVRELAY_A_B`; keys the Datadog Agent also has keep
-//! its names (`DD_API_KEY`, `DD_SITE`, `DD_URL`, `DD_CLUSTER_NAME`).
+//! Precedence, lowest first: built-in defaults, the file, the environment,
+//! command-line flags. Every key `a.b` can be set by `EVRELAY_A_B`; keys the Datadog
+//! Agent also has keep its names (`DD_API_KEY`, `DD_SITE`, `DD_URL`, …).
 
-use std::fmt;
+pub mod env;
+mod problem;
+mod sections;
+
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::admin::AdminConfig;
-use crate::datadog::{DatadogConfig, EventsConfig};
-use crate::journal::JournalConfig;
-use crate::leader::LeaderConfig;
-use crate::ship::ShipConfig;
-use crate::watch::WatchConfig;
+use crate::admin::AdminSettings;
+use crate::journal::JournalSettings;
+use crate::leader::LeaderSettings;
+use crate::ship::ShipSettings;
+use crate::sinks::datadog::{DatadogSettings, EventsSettings};
+use crate::watch::WatchSettings;
+pub use problem::{ConfigError, Problem};
+pub use sections::{
+    AdminSection, DatadogSection, EventsSection, JournalSection, LeaderSection, ShipSection,
+    WatchSection,
+};
 
-/// The whole configuration.
+/// The file as written.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Config {
-    pub datadog: DatadogConfig,
-    pub events: EventsConfig,
-    pub journal: JournalConfig,
-    pub watch: WatchConfig,
-    pub ship: ShipConfig,
-    pub leader: LeaderConfig,
-    pub admin: AdminConfig,
+pub struct File {
+    pub datadog: DatadogSection,
+    pub events: EventsSection,
+    pub journal: JournalSection,
+    pub watch: WatchSection,
+    pub ship: ShipSection,
+    pub leader: LeaderSection,
+    pub admin: AdminSection,
 }
 
-/// The type of a key's value, for reading it from an environment string.
-#[derive(Clone, Copy)]
-enum Kind {
-    Str,
-    Int,
-    Bool,
-    /// Comma-separated in the environment.
-    List,
-    /// JSON in the environment (a list of mappings).
-    Json,
+/// Every setting, checked and typed.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub datadog: DatadogSettings,
+    pub events: EventsSettings,
+    pub journal: JournalSettings,
+    pub watch: WatchSettings,
+    pub ship: ShipSettings,
+    pub leader: LeaderSettings,
+    pub admin: AdminSettings,
 }
 
-/// Every key that the environment can set: path, type, and the Datadog Agent's
-/// variable where it has one (`EVRELAY_<PATH>` always works too).
-const KEYS: &[(&str, Kind, Option<&str>)] = &[
-    ("datadog.api_key", Kind::Str, Some("DD_API_KEY")),
-    ("datadog.site", Kind::Str, Some("DD_SITE")),
-    ("datadog.url", Kind::Str, Some("DD_URL")),
-    ("datadog.cluster_name", Kind::Str, Some("DD_CLUSTER_NAME")),
-    ("datadog.hostname", Kind::Str, Some("DD_HOSTNAME")),
-    ("datadog.output", Kind::Str, None),
-    ("datadog.compression", Kind::Str, None),
-    ("datadog.logs_url", Kind::Str, None),
-    ("datadog.service_check_interval_seconds", Kind::Int, None),
-    ("events.mode", Kind::Str, None),
-    ("events.bundle_unspecified_events", Kind::Bool, None),
-    ("events.filtered_event_types", Kind::List, None),
-    ("events.collected_event_types", Kind::Json, None),
-    ("events.namespaces_include", Kind::List, None),
-    ("events.namespaces_exclude", Kind::List, None),
-    ("journal.data_dir", Kind::Str, Some("EVRELAY_DATA_DIR")),
-    ("journal.cache_capacity_bytes", Kind::Int, None),
-    ("journal.max_bytes", Kind::Int, None),
-    ("journal.seen_ttl_seconds", Kind::Int, None),
-    ("journal.retention_seconds", Kind::Int, None),
-    ("watch.timeout_seconds", Kind::Int, None),
-    ("watch.stall_timeout_seconds", Kind::Int, None),
-    ("watch.list_page_size", Kind::Int, None),
-    ("ship.max_events", Kind::Int, None),
-    ("ship.max_bytes", Kind::Int, None),
-    ("ship.flush_interval_ms", Kind::Int, None),
-    ("ship.request_timeout_seconds", Kind::Int, None),
-    ("ship.max_backoff_seconds", Kind::Int, None),
-    ("ship.shutdown_grace_seconds", Kind::Int, None),
-    ("leader.enabled", Kind::Bool, None),
-    (
-        "leader.namespace",
-        Kind::Str,
-        Some("DD_KUBE_RESOURCES_NAMESPACE"),
-    ),
-    ("leader.identity", Kind::Str, None),
-    ("leader.lease_name", Kind::Str, None),
-    (
-        "leader.lease_duration_seconds",
-        Kind::Int,
-        Some("DD_LEADER_LEASE_DURATION"),
-    ),
-    ("leader.configmap", Kind::Str, None),
-    ("leader.mirror_interval_seconds", Kind::Int, None),
-    ("leader.resume_from_configmap", Kind::Str, None),
-    ("admin.listen_address", Kind::Str, None),
-];
-
-/// One thing wrong with the configuration: where, what, and how to fix it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub key: String,
-    pub message: String,
-    pub fix: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} (fix: {})", self.key, self.message, self.fix)
-    }
-}
-
-/// Everything wrong with a configuration, reported at once.
-#[derive(Debug, thiserror::Error)]
-pub struct ConfigError {
-    pub problems: Vec<Problem>,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "invalid configuration:")?;
-        for p in &self.problems {
-            writeln!(f, "  - {p}")?;
-        }
-        Ok(())
-    }
-}
-
-impl ConfigError {
-    fn one(key: &str, message: impl Into<String>, fix: impl Into<String>) -> Self {
-        ConfigError {
-            problems: vec![Problem {
-                key: key.into(),
-                message: message.into(),
-                fix: fix.into(),
-            }],
-        }
-    }
-}
-
-impl Config {
-    /// Loads the file (if any), applies the environment, and checks the result.
+impl Settings {
+    /// Loads the file (if any), applies the environment, and checks the result:
+    /// every problem at once.
     pub fn load(
         file: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
+    ) -> Result<Settings, ConfigError> {
         let mut tree = match file {
             Some(path) => read_file(path)?,
             None => Value::Object(Default::default()),
@@ -152,60 +73,27 @@ impl Config {
         if tree.is_null() {
             tree = Value::Object(Default::default());
         }
-        apply_env(&mut tree, &env)?;
+        env::apply(&mut tree, &env)?;
         let unknown = unknown_keys(&tree);
         if !unknown.is_empty() {
-            return Err(ConfigError { problems: unknown });
+            return Err(unknown.into());
         }
-        let config: Config = serde_json::from_value(tree).map_err(|e| {
-            ConfigError::one(
+        let mut raw: File = serde_json::from_value(tree).map_err(|e| {
+            Problem::new(
                 "(file)",
                 e.to_string(),
                 "see the configuration reference, docs/configuration.md",
             )
         })?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Checks values that parse but cannot work, all at once.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut problems = Vec::new();
-        problems.extend(self.datadog.problems());
-        problems.extend(self.events.problems());
-        problems.extend(self.watch.problems());
-        problems.extend(self.ship.problems());
-        problems.extend(self.leader.problems());
-        problems.extend(self.admin.problems());
-        if self.journal.max_bytes < 64 * 1024 {
-            problems.push(Problem {
-                key: "journal.max_bytes".into(),
-                message: format!("{} is below 64 KiB", self.journal.max_bytes),
-                fix: "use at least 65536; size it for the longest intake outage to ride out (default 536870912)".into(),
-            });
+        // Defaults that depend on where evrelay runs: the pod's name.
+        let pod = env("POD_NAME").filter(|p| !p.is_empty());
+        if raw.datadog.hostname.as_deref().is_none_or(str::is_empty) {
+            raw.datadog.hostname = pod.clone();
         }
-        if self.journal.seen_ttl_seconds < 3600 {
-            problems.push(Problem {
-                key: "journal.seen_ttl_seconds".into(),
-                message: format!(
-                    "{} is shorter than the API server's default event TTL (1 h)",
-                    self.journal.seen_ttl_seconds
-                ),
-                fix: "use more than the cluster's --event-ttl, e.g. 7200 (the default)".into(),
-            });
+        if raw.leader.identity.as_deref().is_none_or(str::is_empty) {
+            raw.leader.identity = pod.or_else(machine_hostname);
         }
-        if self.journal.cache_capacity_bytes < 1024 * 1024 {
-            problems.push(Problem {
-                key: "journal.cache_capacity_bytes".into(),
-                message: format!("{} is below 1 MiB", self.journal.cache_capacity_bytes),
-                fix: "use at least 1048576 (default 16777216)".into(),
-            });
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError { problems })
-        }
+        raw.try_into().map_err(ConfigError::from)
     }
 
     /// Where the journal lives, overriding the configured place.
@@ -217,20 +105,69 @@ impl Config {
     }
 }
 
+impl TryFrom<File> for Settings {
+    type Error = Vec<Problem>;
+
+    /// Every section checked; the problems of all of them at once.
+    fn try_from(f: File) -> Result<Self, Vec<Problem>> {
+        fn take<T>(problems: &mut Vec<Problem>, r: Result<T, Vec<Problem>>) -> Option<T> {
+            r.map_err(|p| problems.extend(p)).ok()
+        }
+        let mut problems = Vec::new();
+        let p = &mut problems;
+        let datadog = take(p, f.datadog.try_into());
+        let events = take(p, f.events.try_into());
+        let journal = take(p, f.journal.try_into());
+        let watch = take(p, f.watch.try_into());
+        let ship = take(p, f.ship.try_into());
+        let leader = take(p, f.leader.try_into());
+        let admin = take(p, f.admin.try_into());
+        match (datadog, events, journal, watch, ship, leader, admin) {
+            (
+                Some(datadog),
+                Some(events),
+                Some(journal),
+                Some(watch),
+                Some(ship),
+                Some(leader),
+                Some(admin),
+            ) if problems.is_empty() => Ok(Settings {
+                datadog,
+                events,
+                journal,
+                watch,
+                ship,
+                leader,
+                admin,
+            }),
+            _ => Err(problems),
+        }
+    }
+}
+
+/// This machine's hostname, for a replica's identity outside a pod.
+fn machine_hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+}
+
 fn read_file(path: &Path) -> Result<Value, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::one(
+        Problem::new(
             "--config",
             format!("cannot read {}: {e}", path.display()),
             "pass the path of a readable YAML file",
         )
     })?;
     serde_saphyr::from_str::<Value>(&text).map_err(|e| {
-        ConfigError::one(
+        Problem::new(
             "--config",
             format!("{} is not valid YAML: {e}", path.display()),
             "correct the YAML syntax at the position given",
         )
+        .into()
     })
 }
 
@@ -238,9 +175,10 @@ fn read_file(path: &Path) -> Result<Value, ConfigError> {
 /// when one is close enough to be a typo.
 fn unknown_keys(tree: &Value) -> Vec<Problem> {
     let Some(root) = tree.as_object() else {
-        return Vec::new(); // reported when the tree is read into `Config`
+        return Vec::new(); // reported when the tree is read into `File`
     };
-    let known: Vec<&str> = KEYS.iter().map(|(path, _, _)| *path).collect();
+    let keys = env::keys();
+    let known: Vec<&str> = keys.iter().map(|k| k.path.as_str()).collect();
     let sections: Vec<&str> = {
         let mut s: Vec<&str> = known
             .iter()
@@ -275,14 +213,14 @@ fn unknown(path: &str, candidates: &[&str]) -> Problem {
         .map(|c| (edit_distance(path, c), *c))
         .min()
         .filter(|(d, c)| *d <= 2.max(c.len() / 4));
-    Problem {
-        key: path.into(),
-        message: "is not a configuration key".into(),
-        fix: match closest {
+    Problem::new(
+        path,
+        "is not a configuration key",
+        match closest {
             Some((_, c)) => format!("did you mean `{c}`?"),
             None => "remove it; the keys are listed in docs/configuration.md".into(),
         },
-    }
+    )
 }
 
 /// Levenshtein distance, for "did you mean".
@@ -299,98 +237,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
-}
-
-/// The `EVRELAY_*` name of a key path.
-pub fn env_name(path: &str) -> String {
-    format!("EVRELAY_{}", path.replace('.', "_").to_uppercase())
-}
-
-fn apply_env(tree: &mut Value, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-    let mut problems = Vec::new();
-    for &(path, kind, alias) in KEYS {
-        let own = env_name(path);
-        let Some((var, raw)) = [Some(own.as_str()), alias]
-            .into_iter()
-            .flatten()
-            .find_map(|v| env(v).map(|raw| (v, raw)))
-        else {
-            continue;
-        };
-        let value = match kind {
-            Kind::Str => Value::String(raw),
-            Kind::Int => match raw.trim().parse::<u64>() {
-                Ok(n) => Value::from(n),
-                Err(_) => {
-                    problems.push(Problem {
-                        key: path.into(),
-                        message: format!("{var}={raw:?} is not a whole number"),
-                        fix: format!("set {var} to a non-negative integer"),
-                    });
-                    continue;
-                }
-            },
-            Kind::List => Value::Array(
-                raw.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| Value::String(s.to_owned()))
-                    .collect(),
-            ),
-            Kind::Json => match serde_json::from_str::<Value>(&raw) {
-                Ok(v) => v,
-                Err(e) => {
-                    problems.push(Problem {
-                        key: path.into(),
-                        message: format!("{var} is not JSON: {e}"),
-                        fix: format!(
-                            r#"set {var} to a JSON list such as [{{"kind":"Pod","reasons":["BackOff"]}}]"#
-                        ),
-                    });
-                    continue;
-                }
-            },
-            Kind::Bool => match raw.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" => Value::Bool(true),
-                "false" | "0" | "no" => Value::Bool(false),
-                _ => {
-                    problems.push(Problem {
-                        key: path.into(),
-                        message: format!("{var}={raw:?} is not true or false"),
-                        fix: format!("set {var} to true or false"),
-                    });
-                    continue;
-                }
-            },
-        };
-        let (section, key) = path.split_once('.').expect("paths have a section");
-        let Some(root) = tree.as_object_mut() else {
-            problems.push(Problem {
-                key: "(file)".into(),
-                message: "the top level is not a mapping".into(),
-                fix: "write the file as `section: {key: value}`".into(),
-            });
-            break;
-        };
-        let entry = root
-            .entry(section)
-            .or_insert_with(|| Value::Object(Default::default()));
-        match entry.as_object_mut() {
-            Some(map) => {
-                map.insert(key.into(), value);
-            }
-            None => problems.push(Problem {
-                key: section.into(),
-                message: "is not a mapping".into(),
-                fix: format!("write `{section}:` as a mapping of keys"),
-            }),
-        }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ConfigError { problems })
-    }
 }
 
 #[cfg(test)]
@@ -414,7 +260,7 @@ mod tests {
 
     #[test]
     fn defaults_need_only_an_api_key() {
-        let c = Config::load(None, env(&[("DD_API_KEY", "k")])).unwrap();
+        let c = Settings::load(None, env(&[("DD_API_KEY", "k")])).unwrap();
         assert_eq!(c.datadog.site, "datadoghq.com");
         assert_eq!(c.journal.data_dir, PathBuf::from("/var/lib/evrelay"));
     }
@@ -423,7 +269,7 @@ mod tests {
     fn environment_overrides_file() {
         let f =
             write("datadog:\n  site: datadoghq.eu\n  api_key: fromfile\nship:\n  max_events: 10\n");
-        let c = Config::load(
+        let c = Settings::load(
             Some(f.path()),
             env(&[
                 ("DD_SITE", "us5.datadoghq.com"),
@@ -433,17 +279,17 @@ mod tests {
         .unwrap();
         assert_eq!(c.datadog.site, "us5.datadoghq.com");
         assert_eq!(c.ship.max_events, 20);
-        assert_eq!(c.datadog.api_key.as_ref().unwrap().expose(), "fromfile");
+        assert_eq!(c.datadog.api_key.expose(), "fromfile");
     }
 
     #[test]
     fn evrelay_name_wins_over_agent_alias() {
-        let c = Config::load(
+        let c = Settings::load(
             None,
             env(&[("DD_API_KEY", "a"), ("EVRELAY_DATADOG_API_KEY", "b")]),
         )
         .unwrap();
-        assert_eq!(c.datadog.api_key.unwrap().expose(), "b");
+        assert_eq!(c.datadog.api_key.expose(), "b");
     }
 
     #[test]
@@ -451,7 +297,7 @@ mod tests {
         let f = write(
             "datadog:\n  api_key: k\n  sitee: x\nleadr:\n  enabled: true\nship:\n  colour: red\n",
         );
-        let err = Config::load(Some(f.path()), env(&[])).unwrap_err();
+        let err = Settings::load(Some(f.path()), env(&[])).unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains(
@@ -472,21 +318,23 @@ mod tests {
 
     #[test]
     fn the_reference_lists_every_key_and_only_keys() {
-        let reference = include_str!("../docs/configuration.md");
+        let reference = include_str!("../../docs/configuration.md");
         let documented: Vec<&str> = reference
             .lines()
             .filter_map(|l| l.strip_prefix("| `")?.split_once("` |"))
             .map(|(key, _)| key)
             .collect();
-        for (path, _, _) in KEYS {
+        let keys = env::keys();
+        for key in &keys {
             assert!(
-                documented.contains(path),
-                "{path} is not documented in docs/configuration.md"
+                documented.contains(&key.path.as_str()),
+                "{} is not documented in docs/configuration.md",
+                key.path
             );
         }
         for key in documented {
             assert!(
-                KEYS.iter().any(|(path, _, _)| *path == key),
+                keys.iter().any(|k| k.path == key),
                 "docs/configuration.md documents {key}, which is not a key"
             );
         }
@@ -494,7 +342,7 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_at_once() {
-        let err = Config::load(
+        let err = Settings::load(
             None,
             env(&[
                 ("DD_SITE", "datadoghq.con"),
@@ -510,13 +358,13 @@ mod tests {
 
     #[test]
     fn bad_numbers_name_the_variable() {
-        let err = Config::load(None, env(&[("EVRELAY_SHIP_MAX_EVENTS", "lots")])).unwrap_err();
+        let err = Settings::load(None, env(&[("EVRELAY_SHIP_MAX_EVENTS", "lots")])).unwrap_err();
         assert!(err.to_string().contains("EVRELAY_SHIP_MAX_EVENTS"), "{err}");
     }
 
     #[test]
     fn agent_names_set_leadership() {
-        let c = Config::load(
+        let c = Settings::load(
             None,
             env(&[
                 ("DD_API_KEY", "k"),
@@ -526,16 +374,77 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(c.leader.lease_duration_seconds, 60);
+        assert_eq!(c.leader.lease_duration, std::time::Duration::from_secs(60));
         assert_eq!(c.leader.namespace.as_deref(), Some("datadog"));
         assert!(!c.leader.enabled);
-        let err = Config::load(None, env(&[("EVRELAY_LEADER_ENABLED", "maybe")])).unwrap_err();
+        let err = Settings::load(None, env(&[("EVRELAY_LEADER_ENABLED", "maybe")])).unwrap_err();
         assert!(err.to_string().contains("EVRELAY_LEADER_ENABLED"), "{err}");
     }
 
     #[test]
     fn the_api_key_never_prints() {
-        let c = Config::load(None, env(&[("DD_API_KEY", "s3cr3t-key-value")])).unwrap();
+        let c = Settings::load(None, env(&[("DD_API_KEY", "s3cr3t-key-value")])).unwrap();
         assert!(!format!("{c:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn leader_defaults_are_valid() {
+        let section = LeaderSection::default();
+        assert!(LeaderSettings::try_from(section).is_ok());
+    }
+
+    #[test]
+    fn bad_names_and_ranges_are_reported() {
+        let c = LeaderSection {
+            lease_duration_seconds: 1,
+            configmap: "Token_Map".into(),
+            resume_from_configmap: Some("Token_Map".into()),
+            ..Default::default()
+        };
+        let keys: Vec<_> = LeaderSettings::try_from(c)
+            .unwrap_err()
+            .into_iter()
+            .map(|p| p.key)
+            .collect();
+        assert!(keys.contains(&"leader.lease_duration_seconds".to_owned()));
+        assert!(keys.contains(&"leader.configmap".to_owned()));
+        assert!(keys.contains(&"leader.resume_from_configmap".to_owned()));
+    }
+
+    #[test]
+    fn unusable_selectors_name_the_key_and_the_fields() {
+        let err = Settings::load(
+            None,
+            env(&[
+                ("DD_API_KEY", "k"),
+                (
+                    "EVRELAY_EVENTS_FILTERED_EVENT_TYPES",
+                    "involvedObject.colour!=red",
+                ),
+            ]),
+        )
+        .unwrap_err();
+        let p = &err.problems[0];
+        assert_eq!(p.key, "events.filtered_event_types");
+        assert!(p.message.contains("involvedObject.colour"), "{p}");
+        assert!(p.fix.contains("involvedObject.kind"), "{p}");
+    }
+
+    #[test]
+    fn the_pod_name_is_the_default_hostname_and_identity() {
+        let c =
+            Settings::load(None, env(&[("DD_API_KEY", "k"), ("POD_NAME", "evrelay-1")])).unwrap();
+        assert_eq!(c.datadog.hostname, "evrelay-1");
+        assert_eq!(c.leader.identity, "evrelay-1");
+        let c = Settings::load(
+            None,
+            env(&[
+                ("DD_API_KEY", "k"),
+                ("POD_NAME", "evrelay-1"),
+                ("DD_HOSTNAME", "h"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.datadog.hostname, "h");
     }
 }

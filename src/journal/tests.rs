@@ -1,14 +1,28 @@
-use super::*;
-use crate::journal::{Header, RecordKind, Term};
+use std::path::PathBuf;
 
-fn config(dir: &Path) -> JournalConfig {
-    JournalConfig {
+use super::*;
+use crate::record::{DeadLetter, Header, RecordKind, Seen, SeenBucket, Term};
+
+fn config(dir: &Path) -> JournalSettings {
+    JournalSettings {
         data_dir: dir.to_path_buf(),
         cache_capacity_bytes: 1024 * 1024,
         max_bytes: 1 << 30,
-        seen_ttl_seconds: 7200,
-        retention_seconds: 0,
+        seen_ttl: Duration::from_secs(7200),
+        retention: None,
     }
+}
+
+/// Writes one raw key into a tree, bypassing the journal's rules.
+fn poke(j: &Journal, tree: Tree, key: &[u8], value: &[u8]) {
+    let mut batch = Batch::default();
+    batch.insert(tree, key, value);
+    j.store().apply(batch).unwrap();
+    j.sync().unwrap();
+}
+
+fn entries(j: &Journal, tree: Tree) -> usize {
+    j.store().iter(tree).count()
 }
 
 fn event(uid: &str, rv: &str, count: u32) -> Record {
@@ -107,11 +121,12 @@ fn newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     {
         let j = Journal::open(&config(dir.path())).unwrap();
-        j.inner
-            .meta
-            .insert(META_SCHEMA, &(SCHEMA_VERSION + 1).to_be_bytes())
-            .unwrap();
-        j.sync().unwrap();
+        poke(
+            &j,
+            Tree::Meta,
+            META_SCHEMA,
+            &(SCHEMA_VERSION + 1).to_be_bytes(),
+        );
     }
     match Journal::open(&config(dir.path())) {
         Err(JournalError::SchemaTooNew { found, .. }) => assert_eq!(found, SCHEMA_VERSION + 1),
@@ -121,7 +136,7 @@ fn newer_schema_is_refused() {
 }
 
 fn capped(dir: &Path, max_bytes: u64) -> Journal {
-    Journal::open(&JournalConfig {
+    Journal::open(&JournalSettings {
         max_bytes,
         ..config(dir)
     })
@@ -198,7 +213,7 @@ fn dead_letters_are_kept_with_the_cursor() {
         .unwrap();
     assert_eq!(j.dead_letter(2).unwrap(), Some(letter));
     assert_eq!(j.dead_letter(1).unwrap(), None);
-    assert_eq!(j.dead_count(), 1);
+    assert_eq!(j.dead_count().unwrap(), 1);
     assert_eq!(j.shipped_through("datadog").unwrap(), 2);
 }
 
@@ -218,26 +233,12 @@ fn dedup_index_forgets_past_the_horizon() {
 }
 
 #[test]
-fn large_records_have_their_blob_files_synced() {
+fn large_records_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(&config(dir.path())).unwrap();
     let mut big = event("big", "1", 1);
     big.raw = vec![b'x'; 300 * 1024];
     j.append(&[big.clone()], None).unwrap();
-    let blobs: Vec<_> = std::fs::read_dir(dir.path().join("journal/blobs"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert!(
-        !blobs.is_empty(),
-        "sled kept a 300 KiB value inline: threshold changed?"
-    );
-    let synced = j.inner.synced_blobs.lock().unwrap();
-    assert!(
-        blobs.iter().all(|b| synced.contains(b)),
-        "a blob file was not fsynced"
-    );
-    drop(synced);
     assert_eq!(
         j.read_after(0, 1, usize::MAX).unwrap()[0]
             .record
@@ -251,7 +252,7 @@ fn large_records_have_their_blob_files_synced() {
 fn shipped_token_never_points_past_an_undelivered_record() {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(&config(dir.path())).unwrap();
-    assert_eq!(j.shipped_token("d").unwrap(), None);
+    assert_eq!(j.shipped_token(&["d"]).unwrap(), None);
     // Two writes: records 1-2 with token 10, records 3-4 with token 20.
     j.append(
         &[event("a", "9", 1), event("b", "10", 1)],
@@ -265,18 +266,18 @@ fn shipped_token_never_points_past_an_undelivered_record() {
     .unwrap();
     j.mark_shipped("d", 1, &[]).unwrap();
     assert_eq!(
-        j.shipped_token("d").unwrap(),
+        j.shipped_token(&["d"]).unwrap(),
         None,
         "write 1 not all delivered"
     );
     j.mark_shipped("d", 3, &[]).unwrap();
-    assert_eq!(j.shipped_token("d").unwrap(), Some(token("10")));
+    assert_eq!(j.shipped_token(&["d"]).unwrap(), Some(token("10")));
     j.mark_shipped("d", 4, &[]).unwrap();
-    assert_eq!(j.shipped_token("d").unwrap(), Some(token("20")));
+    assert_eq!(j.shipped_token(&["d"]).unwrap(), Some(token("20")));
     // A bookmark after the head is as good as the write before it.
     j.set_token(&token("25")).unwrap();
-    assert_eq!(j.shipped_token("d").unwrap(), Some(token("25")));
-    assert_eq!(j.inner.tokens.len(), 1, "older entries pruned");
+    assert_eq!(j.shipped_token(&["d"]).unwrap(), Some(token("25")));
+    assert_eq!(entries(&j, Tree::Tokens), 1, "older entries pruned");
 }
 
 #[test]
@@ -293,7 +294,7 @@ fn begin_term_without_adoption_keeps_everything() {
     assert_eq!(j.term().unwrap(), Some(term));
     assert_eq!(j.shipped_through("d").unwrap(), 0);
     assert_eq!(j.resume_token().unwrap(), Some(token("9")));
-    assert!(!j.seen_is_empty());
+    assert!(!j.seen_is_empty().unwrap());
 }
 
 #[test]
@@ -316,11 +317,11 @@ fn adopting_a_token_gives_up_the_stale_backlog_and_forgets_it() {
     assert_eq!(start.dropped_stale, 2);
     assert_eq!(j.counters().unwrap().dropped_stale, 2);
     assert_eq!(j.resume_token().unwrap(), Some(token("5")));
-    assert_eq!(j.shipped_token("d").unwrap(), Some(token("5")));
+    assert_eq!(j.shipped_token(&["d"]).unwrap(), Some(token("5")));
     assert_eq!(j.term().unwrap(), Some(term));
     // The adopted token re-delivers b and c: they must be journaled again, not
     // skipped as duplicates.
-    assert!(j.seen_is_empty());
+    assert!(j.seen_is_empty().unwrap());
     let again = j.append(&[event("b", "10", 1)], None).unwrap();
     assert_eq!(again.journaled, 1);
     // A gap marker names what was given up; nothing is pending before it.
@@ -386,8 +387,8 @@ fn a_schema_1_journal_is_migrated_and_keeps_every_record() {
     let token = j.resume_token().unwrap().unwrap();
     assert_eq!(token.resource_version, "1049");
     // The step filed the token under the head: everything was shipped.
-    assert_eq!(j.shipped_token("datadog").unwrap(), Some(token));
-    assert!(!j.seen_is_empty(), "the dedup index survives");
+    assert_eq!(j.shipped_token(&["datadog"]).unwrap(), Some(token));
+    assert!(!j.seen_is_empty().unwrap(), "the dedup index survives");
 }
 
 /// An occurrence of a fixture event as its writer made it (`written-by.rs`).
@@ -443,13 +444,13 @@ fn a_schema_2_journal_moves_its_dedup_index_into_buckets() {
     assert_eq!(j.dead_letter(7).unwrap().unwrap().status, Some(400));
     assert_eq!(j.resume_token().unwrap().unwrap().resource_version, "2019");
     assert!(
-        !j.inner.db.tree_names().iter().any(|n| n == b"seen"),
+        !j.store().has_tree(Tree::LegacySeen).unwrap(),
         "the schema-2 tree is dropped"
     );
     assert_schema_2_dedup_kept(&j);
     // The horizon still applies to migrated entries (journaled in 2023).
     assert_eq!(j.forget_seen(1_800_000_000_000).unwrap(), 201);
-    assert!(j.seen_is_empty());
+    assert!(j.seen_is_empty().unwrap());
 }
 
 #[test]
@@ -457,20 +458,16 @@ fn a_migration_run_again_changes_nothing() {
     for version in [1, 2] {
         let dir = fixture(version);
         let j = Journal::open(&config(dir.path())).unwrap();
-        let (len, tokens) = (j.len(), j.inner.tokens.len());
+        let (len, tokens) = (j.len(), entries(&j, Tree::Tokens));
         // As if killed after the steps committed their changes but before
         // anything else: force the old version back and open again.
-        j.inner
-            .meta
-            .insert(META_SCHEMA, &version.to_be_bytes())
-            .unwrap();
-        j.sync().unwrap();
+        poke(&j, Tree::Meta, META_SCHEMA, &version.to_be_bytes());
         drop(j);
         let j = Journal::open(&config(dir.path())).unwrap();
         assert_eq!(j.schema_version().unwrap(), 3);
-        assert_eq!((j.len(), j.inner.tokens.len()), (len, tokens));
+        assert_eq!((j.len(), entries(&j, Tree::Tokens)), (len, tokens));
         assert!(
-            !j.seen_is_empty(),
+            !j.seen_is_empty().unwrap(),
             "schema {version}: the dedup index survives"
         );
         if version == 2 {
@@ -485,7 +482,7 @@ fn a_schema_2_migration_killed_before_its_version_write_starts_over() {
     {
         // What a killed step left in `seen_buckets` is not trusted: the index is
         // rebuilt from `seen` alone (so `uid-new`, never journaled, stays new).
-        let db = sled::open(dir.path().join("journal")).unwrap();
+        let store = sled_store::SledStore::open(&dir.path().join("journal"), 1 << 20).unwrap();
         let mut left = SeenBucket::default();
         let seen = Seen {
             count: 1,
@@ -493,11 +490,10 @@ fn a_schema_2_migration_killed_before_its_version_write_starts_over() {
             journaled_at_ms: 0,
         };
         left.set("uid-new", seen);
-        db.open_tree(TREE_SEEN)
-            .unwrap()
-            .insert(SeenBucket::key("uid-new"), left.encode())
-            .unwrap();
-        db.flush().unwrap();
+        let mut batch = Batch::default();
+        batch.insert(Tree::SeenBuckets, SeenBucket::key("uid-new"), left.encode());
+        store.apply(batch).unwrap();
+        store.sync().unwrap();
     }
     let j = Journal::open(&config(dir.path())).unwrap();
     assert_eq!(j.schema_version().unwrap(), 3);
@@ -542,11 +538,57 @@ fn the_record_count_follows_appends_and_removals() {
         let mut r = event(&format!("u{i}"), "1", 1);
         r.raw = vec![b'x'; 1000];
         j.append(&[r], None).unwrap();
-        assert_eq!(j.len(), j.inner.events.len(), "after append {i}");
+        assert_eq!(j.len(), entries(&j, Tree::Events), "after append {i}");
     }
     assert!(j.len() < 200, "the cap removed some");
     j.mark_shipped("d", u64::MAX, &[]).unwrap();
     j.expire_shipped(i64::MAX).unwrap();
-    assert_eq!(j.len(), j.inner.events.len());
+    assert_eq!(j.len(), entries(&j, Tree::Events));
     assert_eq!(j.len(), 0);
+}
+
+fn faulty() -> (
+    Journal,
+    std::sync::Arc<testing::FaultyStore<testing::MemoryStore>>,
+) {
+    let store = std::sync::Arc::new(testing::FaultyStore::new(testing::MemoryStore::default()));
+    let j =
+        Journal::with_store(Box::new(store.clone()), PathBuf::from("(faulty)"), 1 << 30).unwrap();
+    (j, store)
+}
+
+#[test]
+fn a_refused_write_is_reported_with_its_cause_and_changes_nothing() {
+    let (j, store) = faulty();
+    j.append(&[event("a", "1", 1)], Some(&token("1"))).unwrap();
+    store.fail_applies(1, std::io::ErrorKind::StorageFull);
+    match j.append(&[event("b", "2", 1)], Some(&token("2"))) {
+        Err(JournalError::Store(e)) => {
+            assert_eq!(e.io_kind(), Some(std::io::ErrorKind::StorageFull))
+        }
+        other => panic!("expected the store's error, got {other:?}"),
+    }
+    assert_eq!((j.len(), j.head()), (1, 1));
+    assert_eq!(
+        j.resume_token().unwrap(),
+        Some(token("1")),
+        "the token did not move"
+    );
+    // The disk is back: the next write goes on where the journal was.
+    let out = j.append(&[event("b", "2", 1)], Some(&token("2"))).unwrap();
+    assert_eq!((out.journaled, out.head), (1, 2));
+}
+
+#[test]
+fn a_failed_sync_is_not_an_acknowledgement() {
+    let (j, store) = faulty();
+    let head = j.subscribe();
+    store.fail_syncs(1, std::io::ErrorKind::Other);
+    assert!(j.append(&[event("a", "1", 1)], None).is_err());
+    assert_eq!(
+        *head.borrow(),
+        0,
+        "the shipper is not told of a record that may not be durable"
+    );
+    assert!(j.mark_shipped("datadog", 0, &[]).is_ok());
 }

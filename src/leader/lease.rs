@@ -20,6 +20,8 @@ use kube::api::{Api, PostParams};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::within;
+
 /// How often things happen, all derived from the lease duration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
@@ -46,12 +48,85 @@ impl Timing {
     }
 }
 
+/// What a candidate saw of the Lease, as the election rules need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// The Lease's resourceVersion: any write by anyone changes it.
+    pub version: String,
+    /// `holderIdentity`, `None` when empty.
+    pub holder: Option<String>,
+    /// `leaseDurationSeconds`, when set and positive.
+    pub duration: Option<Duration>,
+}
+
+impl Seen {
+    fn of(lease: &Lease) -> Seen {
+        let spec = lease.spec.clone().unwrap_or_default();
+        Seen {
+            version: lease.metadata.resource_version.clone().unwrap_or_default(),
+            holder: spec.holder_identity.filter(|h| !h.is_empty()),
+            duration: spec
+                .lease_duration_seconds
+                .filter(|s| *s > 0)
+                .map(|s| Duration::from_secs(s as u64)),
+        }
+    }
+}
+
+/// A version of the Lease and when this candidate first saw it: the lease expires
+/// a duration after that, by this candidate's own clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observed<'a> {
+    pub version: &'a str,
+    pub since: Instant,
+}
+
+/// What a candidate does after looking at the Lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Take it (write ourselves as holder, conditionally on the version seen).
+    Take,
+    /// It is held: look again after this long.
+    Wait(Duration),
+}
+
+/// The election rule, with no I/O: the lease is free when it has no holder, names
+/// `me`, or has not changed for a whole lease duration since `observed.since`.
+/// Otherwise wait one poll, or exactly until it would expire if that is sooner.
+pub fn decide(
+    seen: &Seen,
+    observed: Observed<'_>,
+    me: &str,
+    now: Instant,
+    timing: &Timing,
+) -> Decision {
+    let duration = seen.duration.unwrap_or(timing.duration);
+    let age = now.saturating_duration_since(observed.since);
+    let free = seen.holder.is_none() || seen.holder.as_deref() == Some(me) || age >= duration;
+    if free {
+        Decision::Take
+    } else {
+        Decision::Wait(timing.poll_every.min(duration - age))
+    }
+}
+
 /// A lease this replica holds: the version last written, and when the write that
 /// made it was sent (the holder's deadlines count from then).
 #[derive(Debug, Clone)]
 pub struct Held {
     lease: Lease,
     renewed_at: Instant,
+}
+
+#[cfg(test)]
+impl Held {
+    /// A lease held since now (for the term's tests).
+    pub(crate) fn for_tests() -> Held {
+        Held {
+            lease: Lease::default(),
+            renewed_at: Instant::now(),
+        }
+    }
 }
 
 /// Why holding ended.
@@ -118,47 +193,44 @@ impl Elector {
                 }
                 Ok(Some(lease)) => {
                     failing.clear();
-                    let version = lease.metadata.resource_version.clone().unwrap_or_default();
-                    if observed.as_ref().is_none_or(|(v, _)| *v != version) {
-                        observed = Some((version, Instant::now()));
+                    let seen = Seen::of(&lease);
+                    if observed.as_ref().is_none_or(|(v, _)| *v != seen.version) {
+                        observed = Some((seen.version.clone(), Instant::now()));
                     }
-                    let spec = lease.spec.clone().unwrap_or_default();
-                    let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
-                    let duration = spec
-                        .lease_duration_seconds
-                        .filter(|s| *s > 0)
-                        .map(|s| Duration::from_secs(s as u64))
-                        .unwrap_or(self.timing.duration);
-                    let since = observed.as_ref().map(|(_, at)| *at).expect("set above");
-                    let expired = since.elapsed() >= duration;
-                    let free =
-                        holder.is_none() || holder.as_deref() == Some(&self.identity) || expired;
-                    if free {
-                        let sent = Instant::now();
-                        let taken = self.take(lease, holder.as_deref());
-                        match self
-                            .call(self.api.replace(&self.name, &PostParams::default(), &taken))
-                            .await
-                        {
-                            Ok(lease) => {
-                                let how = match holder {
-                                    None => "free".to_owned(),
-                                    Some(h) if h == self.identity => "already ours".to_owned(),
-                                    Some(h) => format!("expired, held by {h}"),
-                                };
-                                return Some(self.won(lease, sent, &how));
+                    let (version, since) = observed.as_ref().expect("set above");
+                    let at = Observed {
+                        version,
+                        since: *since,
+                    };
+                    match decide(&seen, at, &self.identity, Instant::now(), &self.timing) {
+                        Decision::Take => {
+                            let sent = Instant::now();
+                            let holder = seen.holder;
+                            let taken = self.take(lease, holder.as_deref());
+                            match self
+                                .call(self.api.replace(&self.name, &PostParams::default(), &taken))
+                                .await
+                            {
+                                Ok(lease) => {
+                                    let how = match holder {
+                                        None => "free".to_owned(),
+                                        Some(h) if h == self.identity => "already ours".to_owned(),
+                                        Some(h) => format!("expired, held by {h}"),
+                                    };
+                                    return Some(self.won(lease, sent, &how));
+                                }
+                                Err(e) if is_conflict(&e) => continue,
+                                Err(e) => failing.report(&self.name, "taking the lease failed", &e),
                             }
-                            Err(e) if is_conflict(&e) => continue,
-                            Err(e) => failing.report(&self.name, "taking the lease failed", &e),
                         }
-                    } else {
-                        let holder = holder.unwrap_or_default();
-                        if holder != waiting_for {
-                            tracing::info!(lease = %self.name, %holder, "standing by: the lease is held");
-                            waiting_for = holder;
+                        Decision::Wait(until) => {
+                            let holder = seen.holder.unwrap_or_default();
+                            if holder != waiting_for {
+                                tracing::info!(lease = %self.name, %holder, "standing by: the lease is held");
+                                waiting_for = holder;
+                            }
+                            wait = until;
                         }
-                        // Wake exactly when it would expire, if that is sooner.
-                        wait = wait.min(duration.saturating_sub(since.elapsed()));
                     }
                 }
                 Err(e) => failing.report(&self.name, "reading the lease failed", &e),
@@ -319,12 +391,9 @@ impl Elector {
         &self,
         request: impl Future<Output = Result<T, kube::Error>>,
     ) -> Result<T, kube::Error> {
-        match tokio::time::timeout(self.timing.renew_deadline, request).await {
-            Ok(r) => r,
-            Err(_) => Err(kube::Error::Service(
-                format!("no answer within {:?}", self.timing.renew_deadline).into(),
-            )),
-        }
+        within(self.timing.renew_deadline, request)
+            .await
+            .unwrap_or_else(|elapsed| Err(kube::Error::Service(elapsed.into())))
     }
 }
 
@@ -357,4 +426,84 @@ enum Renewal {
 
 pub(crate) fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(version: &str, holder: Option<&str>) -> Seen {
+        Seen {
+            version: version.into(),
+            holder: holder.map(Into::into),
+            duration: None,
+        }
+    }
+
+    #[test]
+    fn a_free_or_own_lease_is_taken() {
+        let timing = Timing::for_duration(Duration::from_secs(15));
+        let now = Instant::now();
+        let at = Observed {
+            version: "1",
+            since: now,
+        };
+        assert_eq!(
+            decide(&seen("1", None), at, "a", now, &timing),
+            Decision::Take
+        );
+        assert_eq!(
+            decide(&seen("1", Some("a")), at, "a", now, &timing),
+            Decision::Take
+        );
+    }
+
+    #[test]
+    fn a_held_lease_is_waited_on_until_it_expires_by_our_own_clock() {
+        let timing = Timing::for_duration(Duration::from_secs(15));
+        let t0 = Instant::now();
+        let held = seen("7", Some("b"));
+        let at = Observed {
+            version: "7",
+            since: t0,
+        };
+        // Polled every 1 s while far from expiry...
+        assert_eq!(
+            decide(&held, at, "a", t0, &timing),
+            Decision::Wait(Duration::from_secs(1))
+        );
+        // ...woken exactly at expiry when that comes sooner...
+        let near = t0 + Duration::from_millis(14_400);
+        assert_eq!(
+            decide(&held, at, "a", near, &timing),
+            Decision::Wait(Duration::from_millis(600))
+        );
+        // ...and taken a full duration after this candidate first saw the version,
+        // whatever the holder's renewTime says.
+        let expired = t0 + Duration::from_secs(15);
+        assert_eq!(decide(&held, at, "a", expired, &timing), Decision::Take);
+    }
+
+    #[test]
+    fn the_leases_own_duration_wins_over_ours() {
+        let timing = Timing::for_duration(Duration::from_secs(15));
+        let t0 = Instant::now();
+        let held = Seen {
+            duration: Some(Duration::from_secs(60)),
+            ..seen("7", Some("b"))
+        };
+        let at = Observed {
+            version: "7",
+            since: t0,
+        };
+        let later = t0 + Duration::from_secs(30);
+        assert_eq!(
+            decide(&held, at, "a", later, &timing),
+            Decision::Wait(Duration::from_secs(1))
+        );
+        assert_eq!(
+            decide(&held, at, "a", t0 + Duration::from_secs(60), &timing),
+            Decision::Take
+        );
+    }
 }

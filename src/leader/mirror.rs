@@ -30,7 +30,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 
 use super::lease::is_conflict;
-use crate::journal::{ResumeToken, Term};
+use crate::backoff::within;
+use crate::record::{ResumeToken, Term};
 
 const TOKEN_KEY: &str = "event.tokenKey";
 const TOKEN_TIMESTAMP: &str = "event.tokenTimestamp";
@@ -63,6 +64,19 @@ pub struct Claim {
     version: String,
     /// The tokens last written, to skip writes that would change nothing.
     written: Option<(Option<ResumeToken>, Option<ResumeToken>)>,
+}
+
+#[cfg(test)]
+impl Claim {
+    /// A claim of `term` over `previous` (for the term's tests).
+    pub(crate) fn for_tests(term: Term, previous: Mirrored) -> Claim {
+        Claim {
+            term,
+            previous,
+            version: String::new(),
+            written: None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -222,12 +236,9 @@ async fn bounded<T>(
     name: &str,
     request: impl Future<Output = Result<T, kube::Error>>,
 ) -> Result<T, MirrorError> {
-    let result = match tokio::time::timeout(CALL_TIMEOUT, request).await {
-        Ok(r) => r,
-        Err(_) => Err(kube::Error::Service(
-            format!("no answer within {CALL_TIMEOUT:?}").into(),
-        )),
-    };
+    let result = within(CALL_TIMEOUT, request)
+        .await
+        .unwrap_or_else(|elapsed| Err(kube::Error::Service(elapsed.into())));
     result.map_err(|source| MirrorError::Kube {
         name: name.to_owned(),
         source,

@@ -2,29 +2,15 @@
 //! pause as the delivery rules say (`delivery.rs`), until every record in the batch
 //! is either delivered or dead-lettered.
 
-use std::future::Future;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::retry::Delays;
-use super::service::{Answer, Intake};
-use crate::datadog::{Body, DdEvent, Encoder, Outbound};
+use super::sink::{Answer, Outbound, Sink, Unbundle};
+use crate::backoff::Backoff;
 use crate::delivery::Verdict;
-use crate::journal::DeadLetter;
 use crate::metrics::Metrics;
-
-/// One request to the intake: the seam between the shipper and HTTP, so the
-/// retry, split and bisect logic is tested without a network.
-pub trait Transport: Send + Sync {
-    fn send(&self, body: &Body) -> impl Future<Output = Answer> + Send;
-}
-
-impl Transport for Intake {
-    fn send(&self, body: &Body) -> impl Future<Output = Answer> + Send {
-        Intake::send(self, body)
-    }
-}
+use crate::record::DeadLetter;
 
 /// How a batch went.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -36,10 +22,9 @@ pub struct Settled {
 }
 
 /// What the delivery loop needs besides the batch.
-pub struct Attempts<'a, T> {
-    pub transport: &'a T,
-    pub encoder: &'a Encoder,
-    pub delays: &'a mut Delays,
+pub struct Attempts<'a, S: Sink> {
+    pub sink: &'a S,
+    pub backoff: &'a mut Backoff,
     /// The longest pause while the intake refuses the key (403).
     pub forbidden_pause: Duration,
     /// How long the request in flight may go on after shutdown.
@@ -47,17 +32,17 @@ pub struct Attempts<'a, T> {
     pub shutdown: &'a CancellationToken,
     /// Counts each request (status, duration) and each retry.
     pub metrics: &'a Metrics,
-    /// The records of a bundle, one Datadog event each: when the intake refuses a
-    /// bundle (400), its events are sent one by one, so only the one at fault is
+    /// The records of an item, one item each: when the intake refuses a bundle
+    /// (400), its events are sent one by one, so only the one at fault is
     /// dead-lettered, not the events bundled with it.
-    pub unbundle: &'a (dyn Fn(&[u64]) -> Vec<Outbound> + Sync),
+    pub unbundle: Unbundle<'a, S::Item>,
 }
 
-impl<T: Transport> Attempts<'_, T> {
+impl<S: Sink> Attempts<'_, S> {
     /// Delivers `items` in order. Returns `None` if shutdown came first: then
     /// nothing of the batch counts as delivered. A refused item dead-letters every
     /// record it carries.
-    pub async fn settle(&mut self, items: &[Outbound]) -> Option<Settled> {
+    pub async fn settle(&mut self, items: &[Outbound<S::Item>]) -> Option<Settled> {
         let mut settled = Settled::default();
         let deadline = async {
             self.shutdown.cancelled().await;
@@ -65,11 +50,11 @@ impl<T: Transport> Attempts<'_, T> {
         };
         tokio::pin!(deadline);
         // Parts still to send; the next one is on top, so order is kept.
-        let mut todo: Vec<Vec<Outbound>> = vec![items.to_vec()];
+        let mut todo: Vec<Vec<Outbound<S::Item>>> = vec![items.to_vec()];
         while let Some(part) = todo.pop() {
-            let events: Vec<&DdEvent> = part.iter().map(|o| &o.event).collect();
-            let body = self.encoder.encode(&events);
-            if part.len() > 1 && body.too_big() {
+            let each: Vec<&S::Item> = part.iter().map(|o| &o.item).collect();
+            let request = self.sink.encode(&each);
+            if part.len() > 1 && self.sink.too_big(&request) {
                 split(&mut todo, part);
                 continue;
             }
@@ -77,14 +62,14 @@ impl<T: Transport> Attempts<'_, T> {
                 let sent = tokio::time::Instant::now();
                 let answer = tokio::select! {
                     _ = &mut deadline => return None,
-                    answer = self.transport.send(&body) => answer,
+                    answer = self.sink.send(&request) => answer,
                 };
                 self.metrics
                     .intake_request(answer.status, sent.elapsed().as_secs_f64());
                 settled.requests += 1;
                 let wait = match answer.verdict {
                     Verdict::Delivered => {
-                        self.delays.reset();
+                        self.backoff.reset();
                         break;
                     }
                     Verdict::Split | Verdict::Reject if part.len() > 1 => {
@@ -118,7 +103,7 @@ impl<T: Transport> Attempts<'_, T> {
                     }
                     Verdict::Retry { after } => {
                         self.metrics.intake_retried();
-                        let wait = self.delays.next(after);
+                        let wait = self.backoff.next_after(after);
                         tracing::warn!(detail = %answer.detail, retry_in = ?wait, "intake did not take the batch; retrying");
                         wait
                     }
@@ -147,7 +132,7 @@ fn dead_letter(answer: &Answer) -> DeadLetter {
 }
 
 /// Puts `part`'s two halves on the stack, first half on top.
-fn split(todo: &mut Vec<Vec<Outbound>>, mut part: Vec<Outbound>) {
+fn split<I>(todo: &mut Vec<Vec<Outbound<I>>>, mut part: Vec<Outbound<I>>) {
     let second = part.split_off(part.len() / 2);
     todo.push(second);
     todo.push(part);

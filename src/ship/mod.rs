@@ -1,112 +1,69 @@
-//! The shipper: reads pending records from the journal, sends them to the intake,
-//! and moves the journal's shipped-through cursor once the intake said 2xx.
+//! The shipper: reads pending records from the journal, hands them to a [`Sink`],
+//! and moves that sink's shipped-through cursor once the destination said 2xx.
 //!
-//! It guarantees (docs/delivery.md, rules 2 and 3) that the cursor passes a record only
-//! after a 2xx for the request that carried it, durably, before the next request is
-//! sent. A crash can therefore resend at most the one batch that was in flight.
+//! It guarantees (docs/delivery.md, rules 2 and 3) that the cursor passes a record
+//! only after a 2xx for the request that carried it, durably, before the next
+//! request is sent. A crash can therefore resend at most the one batch in flight.
 //!
 //! It shares nothing with the watcher but the journal: it wakes when the journal's
-//! head moves, and is otherwise free to fall behind and catch up.
+//! head moves, and is otherwise free to fall behind and catch up. It knows nothing
+//! of Datadog: the sink maps, encodes and sends (`sink.rs`); the shipper batches,
+//! retries, splits, dead-letters and keeps the cursor (`deliver.rs`).
 
 mod deliver;
 pub mod replay;
-mod retry;
-mod service;
+pub mod sink;
 
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Problem;
-use crate::datadog::{DatadogConfig, Encoder, EventsConfig, Occurrence, Outbound, Transform};
+use crate::backoff::Backoff;
 use crate::event::KubeEvent;
-use crate::journal::{Journal, JournalError, RecordKind, StoredRecord};
+use crate::journal::{Journal, JournalError, StoredRecord};
 use crate::metrics::Metrics;
-pub use deliver::{Attempts, Settled, Transport};
-pub use retry::Delays;
-pub use service::{Answer, Intake};
+use crate::record::{Record, RecordError, RecordKind};
+pub use deliver::{Attempts, Settled};
+pub use replay::{ReplayReport, Window};
+pub use sink::{Answer, Mapped, Occurrence, Outbound, Sink, Unbundle};
 
-/// The journal cursor this shipper owns.
-pub const SINK: &str = "datadog";
-
-/// Shipping settings (`ship:` in the config file).
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ShipConfig {
+/// Shipping settings, checked (`ship:` in the configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShipSettings {
     /// Records per request at the most.
     pub max_events: usize,
     /// Journal bytes per request at the most; keeps requests under the intake's
     /// 4 MiB uncompressed cap.
     pub max_bytes: usize,
     /// How long the shipper lets records gather before sending a partial batch.
-    pub flush_interval_ms: u64,
+    pub flush_interval: Duration,
     /// One request's deadline (the Datadog Agent uses 20 s).
-    pub request_timeout_seconds: u64,
+    pub request_timeout: Duration,
     /// The longest wait between retries (the Datadog Agent caps at 64 s).
-    pub max_backoff_seconds: u64,
+    pub max_backoff: Duration,
     /// On shutdown, how long an in-flight request may still take before it is
     /// abandoned (its records stay pending and are sent after the restart).
-    pub shutdown_grace_seconds: u64,
+    pub shutdown_grace: Duration,
 }
 
-impl Default for ShipConfig {
+impl Default for ShipSettings {
     fn default() -> Self {
-        ShipConfig {
+        ShipSettings {
             max_events: 500,
             max_bytes: 3 * 1024 * 1024,
-            flush_interval_ms: 200,
-            request_timeout_seconds: 20,
-            max_backoff_seconds: 64,
-            shutdown_grace_seconds: 10,
+            flush_interval: Duration::from_millis(200),
+            request_timeout: Duration::from_secs(20),
+            max_backoff: Duration::from_secs(64),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
 
-impl ShipConfig {
-    pub(crate) fn problems(&self) -> Vec<Problem> {
-        let mut out = Vec::new();
-        let mut check = |ok: bool, key: &str, value: String, fix: &str| {
-            if !ok {
-                out.push(Problem {
-                    key: key.into(),
-                    message: format!("{value} is out of range"),
-                    fix: fix.into(),
-                });
-            }
-        };
-        check(
-            (1..=10_000).contains(&self.max_events),
-            "ship.max_events",
-            self.max_events.to_string(),
-            "use 1 to 10000 (default 500)",
-        );
-        check(
-            (1024..=4 * 1024 * 1024).contains(&self.max_bytes),
-            "ship.max_bytes",
-            self.max_bytes.to_string(),
-            "use 1024 to 4194304, the intake's uncompressed cap (default 3145728)",
-        );
-        check(
-            self.flush_interval_ms <= 10_000,
-            "ship.flush_interval_ms",
-            self.flush_interval_ms.to_string(),
-            "use at most 10000 (default 200)",
-        );
-        check(
-            self.request_timeout_seconds >= 1,
-            "ship.request_timeout_seconds",
-            self.request_timeout_seconds.to_string(),
-            "use at least 1 (default 20)",
-        );
-        check(
-            self.max_backoff_seconds >= 1,
-            "ship.max_backoff_seconds",
-            self.max_backoff_seconds.to_string(),
-            "use at least 1 (default 64)",
-        );
-        out
-    }
-}
+/// The first wait after a failed request.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
 
 /// Why the shipper stopped for good.
 #[derive(Debug, thiserror::Error)]
@@ -115,44 +72,66 @@ pub enum ShipError {
     Journal(#[from] JournalError),
 }
 
-/// Sends journaled records to the Datadog intake.
-pub struct Shipper<T = Intake> {
+/// A shipper whatever its sink: what the leader runs and the admin endpoint
+/// replays through.
+pub trait Shipping: Send + Sync {
+    /// The sink's name: its cursor in the journal.
+    fn sink_name(&self) -> &'static str;
+
+    /// Ships until `shutdown` is cancelled or the journal fails.
+    fn run(&self, shutdown: CancellationToken) -> Boxed<'_, ()>;
+
+    /// Sends the events of `window` again.
+    fn replay<'a>(
+        &'a self,
+        window: Window,
+        shutdown: &'a CancellationToken,
+    ) -> Boxed<'a, ReplayReport>;
+}
+
+/// A shipper's work, boxed so that shippers of different sinks are one type.
+pub type Boxed<'a, T> = Pin<Box<dyn Future<Output = Result<T, ShipError>> + Send + 'a>>;
+
+impl<S: Sink> Shipping for Shipper<S> {
+    fn sink_name(&self) -> &'static str {
+        self.sink.name()
+    }
+
+    fn run(&self, shutdown: CancellationToken) -> Boxed<'_, ()> {
+        Box::pin(Shipper::run(self, shutdown))
+    }
+
+    fn replay<'a>(
+        &'a self,
+        window: Window,
+        shutdown: &'a CancellationToken,
+    ) -> Boxed<'a, ReplayReport> {
+        Box::pin(Shipper::replay(self, window, shutdown))
+    }
+}
+
+/// Sends journaled records to one sink.
+pub struct Shipper<S> {
     journal: Journal,
-    intake: T,
-    transform: Transform,
-    encoder: Encoder,
-    config: ShipConfig,
+    sink: S,
+    settings: ShipSettings,
     metrics: Metrics,
 }
 
-impl<T: Transport> Shipper<T> {
-    /// `hostname` is the `internalHostname` of the payloads.
-    pub fn new(
-        journal: Journal,
-        intake: T,
-        (datadog, events): (&DatadogConfig, &EventsConfig),
-        hostname: &str,
-        config: ShipConfig,
-        metrics: Metrics,
-    ) -> Self {
+impl<S: Sink> Shipper<S> {
+    pub fn new(journal: Journal, sink: S, settings: ShipSettings, metrics: Metrics) -> Self {
         Shipper {
             journal,
-            intake,
-            transform: Transform::new(events, datadog),
-            encoder: datadog.encoder(hostname),
-            config,
+            sink,
+            settings,
             metrics,
         }
     }
 
     /// Ships until `shutdown` is cancelled or the journal fails.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ShipError> {
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), ShipError> {
         let mut head = self.journal.subscribe();
-        let linger = Duration::from_millis(self.config.flush_interval_ms);
-        let mut delays = Delays::new(
-            Duration::from_millis(500),
-            Duration::from_secs(self.config.max_backoff_seconds),
-        );
+        let mut backoff = Backoff::new(FIRST_RETRY, self.settings.max_backoff);
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
@@ -166,40 +145,38 @@ impl<T: Transport> Shipper<T> {
                 // Let a burst gather into one request.
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
-                    _ = tokio::time::sleep(linger) => {}
+                    _ = tokio::time::sleep(self.settings.flush_interval) => {}
                 }
                 continue;
             }
             let last = batch.last().expect("not empty").seq;
             let occurrences = occurrences(batch.iter().map(|s| (s.seq, &s.record)));
-            let mapped = self.transform.map(&occurrences);
-            let (items, filtered) = (mapped.outbound, mapped.filtered);
-            let outbound = items.len();
-            let unbundle = |seqs: &[u64]| self.transform.unbundle(&occurrences, seqs);
-            let settled = if items.is_empty() {
+            let Mapped { outbound, filtered } = self.sink.map(&occurrences);
+            let unbundle = |seqs: &[u64]| self.sink.unbundle(&occurrences, seqs);
+            let settled = if outbound.is_empty() {
                 Settled::default()
             } else {
                 match self
-                    .attempts(&mut delays, &shutdown, &unbundle)
-                    .settle(&items)
+                    .attempts(&mut backoff, &shutdown, &unbundle)
+                    .settle(&outbound)
                     .await
                 {
                     Some(settled) => settled,
                     None => return Ok(()), // shutdown: the batch stays pending
                 }
             };
-            let journal = self.journal.clone();
             let dead = settled.dead_letters;
             let dead_count = dead.len();
             // Records that were not delivered: their lag is not a delivery's.
-            let undelivered: std::collections::HashSet<u64> = dead
+            let undelivered: HashSet<u64> = dead
                 .iter()
                 .map(|(seq, _)| *seq)
                 .chain(filtered.iter().copied())
                 .collect();
-            tokio::task::spawn_blocking(move || journal.mark_shipped(SINK, last, &dead))
-                .await
-                .expect("journal task panicked")?;
+            let sink = self.sink.name();
+            self.journal
+                .call(move |j| j.mark_shipped(sink, last, &dead))
+                .await?;
             // Counted once the cursor passed them: a batch cut short by shutdown is
             // read again.
             self.metrics.filtered(filtered.len());
@@ -217,7 +194,7 @@ impl<T: Transport> Shipper<T> {
             self.metrics.shipped(lags, dead_count);
             tracing::debug!(
                 through = last,
-                events = outbound,
+                items = outbound.len(),
                 dead = dead_count,
                 requests = settled.requests,
                 "batch shipped"
@@ -228,16 +205,15 @@ impl<T: Transport> Shipper<T> {
     /// The delivery loop for one batch, with this shipper's settings.
     fn attempts<'a>(
         &'a self,
-        delays: &'a mut Delays,
+        backoff: &'a mut Backoff,
         shutdown: &'a CancellationToken,
-        unbundle: &'a (dyn Fn(&[u64]) -> Vec<Outbound> + Sync),
-    ) -> Attempts<'a, T> {
+        unbundle: Unbundle<'a, S::Item>,
+    ) -> Attempts<'a, S> {
         Attempts {
-            transport: &self.intake,
-            encoder: &self.encoder,
-            delays,
-            forbidden_pause: Duration::from_secs(self.config.max_backoff_seconds),
-            grace: Duration::from_secs(self.config.shutdown_grace_seconds),
+            sink: &self.sink,
+            backoff,
+            forbidden_pause: self.settings.max_backoff,
+            grace: self.settings.shutdown_grace,
             shutdown,
             metrics: &self.metrics,
             unbundle,
@@ -245,34 +221,31 @@ impl<T: Transport> Shipper<T> {
     }
 
     async fn next_batch(&self) -> Result<Vec<StoredRecord>, ShipError> {
-        let journal = self.journal.clone();
-        let (max_events, max_bytes) = (self.config.max_events, self.config.max_bytes);
-        Ok(tokio::task::spawn_blocking(move || {
-            let through = journal.shipped_through(SINK)?;
-            journal.read_after(through, max_events, max_bytes)
-        })
-        .await
-        .expect("journal task panicked")?)
+        let (max_events, max_bytes) = (self.settings.max_events, self.settings.max_bytes);
+        let sink = self.sink.name();
+        Ok(self
+            .journal
+            .call(move |j| {
+                let through = j.shipped_through(sink)?;
+                j.read_after(through, max_events, max_bytes)
+            })
+            .await?)
     }
 }
 
-/// The events among journal records, parsed for the transform. Gap markers are
-/// not events; records whose bytes are damaged are reported and passed over (they
+/// The events among journal records, parsed for the sink. Gap markers are not
+/// events; records whose bytes are damaged are reported and passed over (they
 /// cannot be repaired).
 fn occurrences<'a>(
-    records: impl Iterator<
-        Item = (
-            u64,
-            &'a Result<crate::journal::Record, crate::journal::RecordError>,
-        ),
-    >,
+    records: impl Iterator<Item = (u64, &'a Result<Record, RecordError>)>,
 ) -> Vec<Occurrence<'a>> {
     records
         .filter_map(|(seq, record)| match record {
             Ok(r) if r.header.kind == RecordKind::Event => Some(Occurrence {
                 seq,
-                // Bytes that are not an event were journaled as they came (docs/delivery.md,
-                // rule 8) and go out with what could be read: nothing.
+                // Bytes that are not an event were journaled as they came
+                // (docs/delivery.md, rule 8) and go out with what could be read:
+                // nothing.
                 event: KubeEvent::parse(&r.raw).unwrap_or_default(),
                 received_at_ms: r.header.received_at_ms,
             }),

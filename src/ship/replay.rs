@@ -2,20 +2,18 @@
 //! lost what it had accepted. Each event goes as it went the first time, with one
 //! more tag, `evrelay_replay:<id>`.
 //!
-//! Events are mapped by the shipper's own [`Transform`](crate::datadog::Transform),
-//! batch by batch, so a replay bundles and filters as the configuration says now.
+//! Events are mapped by the shipper's own sink, batch by batch, so a replay bundles
+//! and filters as the configuration says now.
 //!
 //! A replay moves no cursor and touches no record: live shipping goes on beside it
 //! and never waits for it. It sends only records already shipped (pending ones are
 //! on their way anyway) and not dead-lettered (the intake refused them for good).
 
-use std::time::Duration;
-
 use tokio_util::sync::CancellationToken;
 
-use super::{Delays, SINK, ShipError, Shipper, Transport, occurrences};
-use crate::datadog;
-use crate::journal::{Journal, JournalError, Record, RecordKind};
+use super::{Backoff, FIRST_RETRY, ShipError, Shipper, Sink, occurrences};
+use crate::journal::{Journal, JournalError};
+use crate::record::{Record, RecordKind};
 
 /// A time window, by each event's last timestamp: `since` ≤ t < `until`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -25,7 +23,7 @@ pub struct Window {
 }
 
 impl Window {
-    fn contains(&self, t: i64) -> bool {
+    pub fn contains(&self, t: i64) -> bool {
         t >= self.since_ms && self.until_ms.is_none_or(|u| t < u)
     }
 }
@@ -42,20 +40,14 @@ pub struct ReplayReport {
     pub complete: bool,
 }
 
-/// What `--dry-run` lists: as `dump` lines, the records [`candidates`] picks.
-pub fn dry_run_filter(window: Window) -> crate::dump::Filter {
-    crate::dump::Filter {
-        shipped: true,
-        events: true,
-        since_ms: Some(window.since_ms),
-        until_ms: window.until_ms,
-        ..Default::default()
-    }
-}
-
-/// The records a replay of `window` sends: shipped, not dead-lettered events.
-pub fn candidates(journal: &Journal, window: Window) -> Result<Vec<(u64, Record)>, JournalError> {
-    let shipped = journal.shipped_through(SINK)?;
+/// The records a replay of `window` sends for `sink`: shipped there, not
+/// dead-lettered, events.
+pub fn candidates(
+    journal: &Journal,
+    sink: &str,
+    window: Window,
+) -> Result<Vec<(u64, Record)>, JournalError> {
+    let shipped = journal.shipped_through(sink)?;
     let mut out = Vec::new();
     for item in journal.iter() {
         let stored = item?;
@@ -75,45 +67,43 @@ pub fn candidates(journal: &Journal, window: Window) -> Result<Vec<(u64, Record)
     Ok(out)
 }
 
-impl<T: Transport> Shipper<T> {
+impl<S: Sink> Shipper<S> {
     /// Sends the events of `window` again, in batches, until done or `shutdown`.
     pub async fn replay(
         &self,
         window: Window,
         shutdown: &CancellationToken,
     ) -> Result<ReplayReport, ShipError> {
-        let journal = self.journal.clone();
-        let records = tokio::task::spawn_blocking(move || candidates(&journal, window))
-            .await
-            .expect("journal task panicked")?;
+        let sink = self.sink.name();
+        let records = self
+            .journal
+            .call(move |j| candidates(j, sink, window))
+            .await?;
         let replay_id = jiff::Timestamp::now().as_second().to_string();
-        let tag = datadog::replay_tag(&replay_id);
         tracing::info!(%replay_id, events = records.len(), ?window, "replay started");
         let mut report = ReplayReport {
             replay_id,
             ..Default::default()
         };
-        let mut delays = Delays::new(
-            Duration::from_millis(500),
-            Duration::from_secs(self.config.max_backoff_seconds),
-        );
-        for chunk in records.chunks(self.config.max_events) {
+        let mut backoff = Backoff::new(FIRST_RETRY, self.settings.max_backoff);
+        for chunk in records.chunks(self.settings.max_events) {
             let results: Vec<_> = chunk.iter().map(|(seq, r)| (*seq, Ok(r.clone()))).collect();
             let occurrences = occurrences(results.iter().map(|(seq, r)| (*seq, r)));
-            let mut items = self.transform.map(&occurrences).outbound;
+            let mut items = self.sink.map(&occurrences).outbound;
             for item in &mut items {
-                item.event.tags.push(tag.clone());
+                self.sink.mark_replay(&mut item.item, &report.replay_id);
             }
             let records = items.iter().map(|i| i.seqs.len()).sum::<usize>();
+            let replay_id = report.replay_id.clone();
             let unbundle = |seqs: &[u64]| {
-                let mut singles = self.transform.unbundle(&occurrences, seqs);
+                let mut singles = self.sink.unbundle(&occurrences, seqs);
                 for single in &mut singles {
-                    single.event.tags.push(tag.clone());
+                    self.sink.mark_replay(&mut single.item, &replay_id);
                 }
                 singles
             };
             let Some(settled) = self
-                .attempts(&mut delays, shutdown, &unbundle)
+                .attempts(&mut backoff, shutdown, &unbundle)
                 .settle(&items)
                 .await
             else {
@@ -133,12 +123,15 @@ impl<T: Transport> Shipper<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{DeadLetter, Header, JournalConfig};
+    use crate::journal::JournalSettings;
+    use crate::record::{DeadLetter, Gap, Header};
+
+    const SINK: &str = "datadog";
 
     #[test]
     fn candidates_are_shipped_events_in_the_window() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::open(&JournalConfig {
+        let j = Journal::open(&JournalSettings {
             data_dir: dir.path().into(),
             cache_capacity_bytes: 1 << 20,
             ..Default::default()
@@ -158,7 +151,7 @@ mod tests {
                 event("early", 100),
                 event("in", 200),
                 event("refused", 250),
-                Record::gap("ResumeTokenExpired", serde_json::json!({})),
+                Record::gap(Gap::ResumeTokenExpired, serde_json::json!({})),
                 event("late", 400),
                 event("pending", 300),
             ],
@@ -175,7 +168,7 @@ mod tests {
             since_ms: 150,
             until_ms: Some(400),
         };
-        let uids: Vec<_> = candidates(&j, window)
+        let uids: Vec<_> = candidates(&j, SINK, window)
             .unwrap()
             .into_iter()
             .map(|(_, r)| r.header.uid)
@@ -189,6 +182,6 @@ mod tests {
             since_ms: 0,
             until_ms: None,
         };
-        assert_eq!(candidates(&j, open).unwrap().len(), 3);
+        assert_eq!(candidates(&j, SINK, open).unwrap().len(), 3);
     }
 }

@@ -18,7 +18,7 @@ const MAX_BATCH: usize = 512;
 
 /// One watch line, as the watcher needs it.
 #[derive(Debug)]
-pub(super) enum Line {
+pub enum Line {
     /// ADDED or MODIFIED: the event's bytes.
     Upsert(Box<RawValue>),
     /// DELETED (TTL expiry): ignored, but its resourceVersion moves the token.
@@ -60,7 +60,7 @@ struct WatchStatus {
 
 /// Why a line could not be read.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum LineError {
+pub enum LineError {
     #[error("reading the watch stream: {0}")]
     Read(#[from] tokio_util::codec::LinesCodecError),
     #[error("a watch line is not a watch event: {0}")]
@@ -99,16 +99,24 @@ pub(super) fn parse(line: &str) -> Result<Line, LineError> {
 type Batches = Pin<Box<dyn Stream<Item = Vec<Result<Line, LineError>>> + Send>>;
 
 /// The lines of one watch response, in batches of what is ready.
-pub(super) struct WatchLines(Batches);
+pub struct WatchLines(Batches);
 
 impl WatchLines {
-    pub(super) fn new(reader: impl AsyncBufRead + Send + 'static) -> Self {
+    /// The lines of a response body as it arrives.
+    pub fn new(reader: impl AsyncBufRead + Send + 'static) -> Self {
         let lines = FramedRead::new(
             reader.compat(),
             LinesCodec::new_with_max_length(MAX_LINE_BYTES),
         )
         .map(|line| parse(&line?));
         WatchLines(Box::pin(lines.ready_chunks(MAX_BATCH)))
+    }
+
+    /// Batches from elsewhere (a scripted API server in tests).
+    pub fn from_batches(
+        batches: impl Stream<Item = Vec<Result<Line, LineError>>> + Send + 'static,
+    ) -> Self {
+        WatchLines(Box::pin(batches))
     }
 }
 

@@ -4,86 +4,56 @@
 //! not durable in the journal: each batch of watch lines is journaled together with
 //! the token that follows it, in one write (docs/delivery.md, rule 1).
 //!
-//! It uses `GET /api/v1/events?watch` directly rather than kube-runtime's watcher,
-//! which can neither start from a stored resourceVersion nor show bookmarks, and it
-//! keeps the API server's bytes untouched (they are what the journal stores).
+//! It issues `GET /api/v1/events?watch` itself rather than using kube-runtime's
+//! watcher, which can neither start from a stored resourceVersion nor show
+//! bookmarks, and it keeps the API server's bytes untouched (they are what the
+//! journal stores). The requests sit behind [`EventsApi`] (`api.rs`).
 //!
-//! The loop is a [`State`] machine; `step` runs one state and returns the next.
+//! The loop is a [`State`] machine: [`Watcher::step`] runs one state and returns
+//! the next, so each rule is tested one step at a time (`tests.rs`).
 
+pub mod api;
 mod lines;
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
-use kube::core::Request;
-use kube::core::params::{ListParams, WatchParams};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Problem;
+use crate::backoff::Backoff;
 use crate::delivery;
-use crate::journal::{Header, Journal, JournalError, Record, RecordKind, ResumeToken};
-use crate::metrics::{DropReason, GapReason, Metrics};
-use lines::{Line, WatchLines};
+use crate::journal::{Journal, JournalError};
+use crate::metrics::Metrics;
+use crate::record::{Gap, Header, Record, RecordKind, ResumeToken};
+pub use api::{ApiError, EventList, EventsApi, KubeEvents, ListMeta};
+pub use lines::{Line, LineError, WatchLines};
 
-const EVENTS_PATH: &str = "/api/v1/events";
-
-/// Watch settings (`watch:` in the config file).
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WatchConfig {
+/// Watch settings, checked (`watch:` in the configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchSettings {
     /// How long one watch request lasts before the API server ends it and evrelay
     /// opens the next from the same token.
-    pub timeout_seconds: u32,
+    pub timeout: Duration,
     /// A watch that delivers neither an event nor a bookmark for this long is
     /// considered stalled and reopened. Bookmarks arrive about once a minute.
-    pub stall_timeout_seconds: u64,
+    pub stall_timeout: Duration,
     /// Events per page when listing (`limit`).
     pub list_page_size: u32,
 }
 
-impl Default for WatchConfig {
+impl Default for WatchSettings {
     fn default() -> Self {
-        WatchConfig {
-            timeout_seconds: 290,
-            stall_timeout_seconds: 150,
+        WatchSettings {
+            timeout: Duration::from_secs(290),
+            stall_timeout: Duration::from_secs(150),
             list_page_size: 500,
         }
     }
 }
 
-impl WatchConfig {
-    pub(crate) fn problems(&self) -> Vec<Problem> {
-        let mut out = Vec::new();
-        if self.timeout_seconds == 0 {
-            out.push(Problem {
-                key: "watch.timeout_seconds".into(),
-                message: "0 would end every watch at once".into(),
-                fix: "use a value between 60 and 1800 (default 290)".into(),
-            });
-        }
-        if self.stall_timeout_seconds < 70 {
-            out.push(Problem {
-                key: "watch.stall_timeout_seconds".into(),
-                message: format!(
-                    "{} is shorter than the API server's bookmark interval (~60 s)",
-                    self.stall_timeout_seconds
-                ),
-                fix: "use at least 70 (default 150)".into(),
-            });
-        }
-        if self.list_page_size == 0 {
-            out.push(Problem {
-                key: "watch.list_page_size".into(),
-                message: "0 events per page".into(),
-                fix: "use a value between 50 and 5000 (default 500)".into(),
-            });
-        }
-        out
-    }
-}
+/// The first wait after a failed request, and the longest.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+const MAX_RETRY: Duration = Duration::from_secs(30);
 
 /// Why the watcher stopped for good.
 #[derive(Debug, thiserror::Error)]
@@ -97,8 +67,8 @@ pub enum WatchError {
 }
 
 /// What the watcher does next.
-#[derive(Debug)]
-enum State {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
     /// List every event (paginated) and journal what is not there yet, then watch.
     /// `None`: a first start with nothing to resume from. `Some(token)`: the token
     /// expired (410 Gone), so a gap is recorded, since events may have expired in
@@ -106,7 +76,8 @@ enum State {
     Listing(Option<ResumeToken>),
     /// Watch from this token.
     Watching(ResumeToken),
-    /// A request failed; wait, then go on with the inner state.
+    /// A request failed: wait (the backoff's next delay), then go on with the inner
+    /// state.
     Backoff(Box<State>),
     /// Shutdown was asked for.
     Done,
@@ -116,89 +87,115 @@ enum State {
 #[derive(Debug, thiserror::Error)]
 enum Transient {
     #[error(transparent)]
-    Kube(#[from] kube::Error),
+    Api(ApiError),
     #[error("watch stream: {0}")]
     Stream(String),
     #[error("watch delivered nothing for {0:?}; reopening")]
     Stalled(Duration),
 }
 
-/// Reads events into the journal until shut down.
-pub struct Watcher {
-    client: kube::Client,
-    journal: Journal,
-    config: WatchConfig,
-    backoff: ExponentialBuilder,
-    metrics: Metrics,
+/// How a state failed.
+#[derive(Debug)]
+enum Failure {
+    Fatal(WatchError),
+    Transient(Transient),
 }
 
-impl Watcher {
-    pub fn new(
-        client: kube::Client,
-        journal: Journal,
-        config: WatchConfig,
-        metrics: Metrics,
-    ) -> Self {
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(500))
-            .with_max_delay(Duration::from_secs(30))
-            .with_jitter()
-            .without_max_times();
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::Request(e) => Failure::Fatal(e.into()),
+            other => Failure::Transient(Transient::Api(other)),
+        }
+    }
+}
+
+impl From<JournalError> for Failure {
+    fn from(e: JournalError) -> Self {
+        Failure::Fatal(e.into())
+    }
+}
+
+/// Reads events into the journal until shut down.
+pub struct Watcher<A> {
+    api: A,
+    journal: Journal,
+    settings: WatchSettings,
+    metrics: Metrics,
+    backoff: Backoff,
+}
+
+impl<A: EventsApi> Watcher<A> {
+    pub fn new(api: A, journal: Journal, settings: WatchSettings, metrics: Metrics) -> Self {
         Watcher {
-            client,
+            api,
             journal,
-            config,
-            backoff,
+            settings,
             metrics,
+            backoff: Backoff::new(FIRST_RETRY, MAX_RETRY),
         }
     }
 
-    /// Runs until `shutdown` is cancelled or the journal fails.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WatchError> {
-        let mut state = match self.journal.resume_token()? {
+    /// Where a start begins: the journal's token, else a list.
+    pub async fn first_state(&self) -> Result<State, WatchError> {
+        Ok(match self.journal.call(|j| j.resume_token()).await? {
             Some(token) => {
                 tracing::info!(resource_version = %token.resource_version, "resuming watch from the journal");
                 State::Watching(token)
             }
             None => State::Listing(None),
-        };
-        let mut delays = self.backoff.build();
-        loop {
-            state = match state {
-                State::Done => return Ok(()),
-                State::Backoff(then) => {
-                    let delay = delays.next().unwrap_or(Duration::from_secs(30));
-                    tokio::select! {
-                        _ = shutdown.cancelled() => State::Done,
-                        _ = tokio::time::sleep(delay) => *then,
+        })
+    }
+
+    /// Runs until `shutdown` is cancelled or the journal fails.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), WatchError> {
+        let mut state = self.first_state().await?;
+        while state != State::Done {
+            state = self.step(state, &shutdown).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs one state; returns the next.
+    pub async fn step(
+        &mut self,
+        state: State,
+        shutdown: &CancellationToken,
+    ) -> Result<State, WatchError> {
+        match state {
+            State::Done => Ok(State::Done),
+            State::Backoff(then) => {
+                let delay = self.backoff.wait();
+                tokio::select! {
+                    _ = shutdown.cancelled() => Ok(State::Done),
+                    _ = tokio::time::sleep(delay) => Ok(*then),
+                }
+            }
+            State::Listing(after) => match self.list(after.as_ref(), shutdown).await {
+                Ok(Some(token)) => Ok(State::Watching(token)),
+                Ok(None) => Ok(State::Done),
+                Err(Failure::Fatal(e)) => Err(e),
+                Err(Failure::Transient(e)) => {
+                    tracing::warn!(error = %e, "listing events failed; retrying");
+                    Ok(State::Backoff(Box::new(State::Listing(after))))
+                }
+            },
+            State::Watching(token) => {
+                let result = self.watch(token, shutdown).await;
+                self.metrics.set_watching(false);
+                match result {
+                    Ok(next) => {
+                        self.backoff.reset();
+                        Ok(next)
+                    }
+                    Err((Failure::Fatal(e), _)) => Err(e),
+                    Err((Failure::Transient(e), token)) => {
+                        self.metrics.watch_restarted();
+                        tracing::warn!(error = %e, resource_version = %token.resource_version, "watch failed; reopening after a backoff");
+                        Ok(State::Backoff(Box::new(State::Watching(token))))
                     }
                 }
-                State::Listing(after) => match self.list(after.as_ref(), &shutdown).await {
-                    Ok(Some(token)) => State::Watching(token),
-                    Ok(None) => State::Done,
-                    Err(Step::Fatal(e)) => return Err(e),
-                    Err(Step::Transient(e)) => {
-                        tracing::warn!(error = %e, "listing events failed; retrying");
-                        State::Backoff(Box::new(State::Listing(after)))
-                    }
-                },
-                State::Watching(token) => {
-                    let result = self.watch(token, &shutdown).await;
-                    self.metrics.set_watching(false);
-                    match result {
-                        Ok(next) => {
-                            delays = self.backoff.build();
-                            next
-                        }
-                        Err((Step::Fatal(e), _)) => return Err(e),
-                        Err((Step::Transient(e), token)) => {
-                            self.metrics.watch_restarted();
-                            tracing::warn!(error = %e, resource_version = %token.resource_version, "watch failed; reopening after a backoff");
-                            State::Backoff(Box::new(State::Watching(token)))
-                        }
-                    }
-                }
-            };
+            }
         }
     }
 
@@ -208,31 +205,24 @@ impl Watcher {
         &self,
         mut token: ResumeToken,
         shutdown: &CancellationToken,
-    ) -> Result<State, (Step, ResumeToken)> {
-        let params = WatchParams {
-            timeout: Some(self.config.timeout_seconds),
-            bookmarks: true,
-            ..Default::default()
+    ) -> Result<State, (Failure, ResumeToken)> {
+        let opened = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(State::Done),
+            opened = self.api.watch(&token.resource_version, self.settings.timeout) => opened,
         };
-        let request = Request::new(EVENTS_PATH)
-            .watch(&params, &token.resource_version)
-            .map_err(|e| (Step::Fatal(e.into()), token.clone()))?;
-        let reader = match self.client.request_stream(request).await {
-            Ok(reader) => reader,
-            Err(kube::Error::Api(status)) if status.code == 410 => {
-                return Ok(State::Listing(Some(token)));
-            }
-            Err(e) => return Err((Step::Transient(e.into()), token)),
+        let mut lines = match opened {
+            Ok(lines) => lines,
+            Err(ApiError::Gone(_)) => return Ok(State::Listing(Some(token))),
+            Err(e) => return Err((e.into(), token)),
         };
         tracing::debug!(resource_version = %token.resource_version, "watch opened");
         self.metrics.set_watching(true);
-        let mut lines = WatchLines::new(reader);
-        let stall = Duration::from_secs(self.config.stall_timeout_seconds);
+        let stall = self.settings.stall_timeout;
         loop {
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(State::Done),
                 next = tokio::time::timeout(stall, lines.next()) => match next {
-                    Err(_) => return Err((Step::Transient(Transient::Stalled(stall)), token)),
+                    Err(_) => return Err((Failure::Transient(Transient::Stalled(stall)), token)),
                     Ok(None) => return Ok(State::Watching(token)),
                     Ok(Some(batch)) => batch,
                 },
@@ -270,14 +260,14 @@ impl Watcher {
             // Journal what arrived before any failure, with the token reached.
             let moved = (next != token).then(|| next.clone());
             if let Err(e) = self.commit(records, moved).await {
-                return Err((Step::Fatal(e), token));
+                return Err((Failure::Fatal(e), token));
             }
             token = next;
             if expired {
                 return Ok(State::Listing(Some(token)));
             }
             if let Some(e) = failure {
-                return Err((Step::Transient(e), token));
+                return Err((Failure::Transient(e), token));
             }
         }
     }
@@ -292,14 +282,14 @@ impl Watcher {
         if records.is_empty() && token.is_none() {
             return Ok(());
         }
-        let journal = self.journal.clone();
         let rv = token.as_ref().map(|t| t.resource_version.clone());
-        let outcome = tokio::task::spawn_blocking(move || match (records.is_empty(), token) {
-            (true, Some(token)) => journal.set_token(&token).map(|()| None),
-            (_, token) => journal.append(&records, token.as_ref()).map(Some),
-        })
-        .await
-        .expect("journal task panicked")?;
+        let outcome = self
+            .journal
+            .call(move |j| match (records.is_empty(), token) {
+                (true, Some(token)) => j.set_token(&token).map(|()| None),
+                (_, token) => j.append(&records, token.as_ref()).map(Some),
+            })
+            .await?;
         if let Some(token) = &rv {
             self.metrics.resource_version(token);
         }
@@ -307,8 +297,8 @@ impl Watcher {
             self.metrics.journaled(o.journaled, o.duplicates);
             if o.cap.dropped_pending > 0 {
                 self.metrics
-                    .dropped(DropReason::journal_full, o.cap.dropped_pending);
-                self.metrics.gap(GapReason::journal_full);
+                    .dropped(Gap::JournalFull, o.cap.dropped_pending);
+                self.metrics.gap(Gap::JournalFull);
             }
             tracing::debug!(
                 journaled = o.journaled,
@@ -327,41 +317,37 @@ impl Watcher {
         &self,
         after: Option<&ResumeToken>,
         shutdown: &CancellationToken,
-    ) -> Result<Option<ResumeToken>, Step> {
+    ) -> Result<Option<ResumeToken>, Failure> {
+        // With a token but no dedup index (a new disk resuming from a mirrored
+        // token), only events newer than the token can be new to the intake.
+        let index_empty = self.journal.call(|j| j.seen_is_empty()).await?;
+        let newer_than = after.filter(|_| index_empty).map(|t| t.timestamp_ms);
         'restart: loop {
             let mut continue_token = None;
             let mut list_version: Option<String> = None;
             let mut newest = after.map(|t| t.timestamp_ms).unwrap_or(0);
-            // With a token but no dedup index (a new disk resuming from a mirrored
-            // token), only events newer than the token can be new to the intake.
-            let newer_than = match after {
-                Some(token) if self.journal.seen_is_empty() => Some(token.timestamp_ms),
-                _ => None,
-            };
             let mut pages = 0u32;
             let mut listed = 0usize;
             loop {
                 if shutdown.is_cancelled() {
                     return Ok(None);
                 }
-                let params = ListParams {
-                    limit: Some(self.config.list_page_size),
-                    continue_token: continue_token.clone(),
-                    ..Default::default()
+                let had_continue = continue_token.is_some();
+                let listing = self
+                    .api
+                    .list(self.settings.list_page_size, continue_token.take());
+                let page = tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    page = listing => page,
                 };
-                let request = Request::new(EVENTS_PATH)
-                    .list(&params)
-                    .map_err(|e| Step::Fatal(e.into()))?;
-                let page: EventList = match self.client.request(request).await {
+                let page = match page {
                     Ok(page) => page,
                     // The continue token expired: start the list again.
-                    Err(kube::Error::Api(status))
-                        if status.code == 410 && continue_token.is_some() =>
-                    {
+                    Err(ApiError::Gone(_)) if had_continue => {
                         tracing::warn!("list continue token expired; restarting the list");
                         continue 'restart;
                     }
-                    Err(e) => return Err(Step::Transient(e.into())),
+                    Err(e) => return Err(e.into()),
                 };
                 pages += 1;
                 listed += page.items.len();
@@ -379,7 +365,7 @@ impl Watcher {
                 for r in &records {
                     newest = newest.max(r.header.last_timestamp_ms.unwrap_or(0));
                 }
-                self.commit(records, None).await.map_err(Step::Fatal)?;
+                self.commit(records, None).await.map_err(Failure::Fatal)?;
                 match page.metadata.continue_token.filter(|c| !c.is_empty()) {
                     Some(c) => continue_token = Some(c),
                     None => break,
@@ -392,7 +378,7 @@ impl Watcher {
             let mut finish = Vec::new();
             if let Some(expired) = after {
                 self.metrics.relisted();
-                self.metrics.gap(GapReason::resume_token_expired);
+                self.metrics.gap(Gap::ResumeTokenExpired);
                 tracing::warn!(
                     expired = %expired.resource_version, relisted_at = %token.resource_version,
                     "resume token expired: relisted; events that expired in between may be lost (gap recorded)"
@@ -403,39 +389,10 @@ impl Watcher {
             }
             self.commit(finish, Some(token.clone()))
                 .await
-                .map_err(Step::Fatal)?;
+                .map_err(Failure::Fatal)?;
             return Ok(Some(token));
         }
     }
-}
-
-/// How a step failed.
-#[derive(Debug)]
-enum Step {
-    Fatal(WatchError),
-    Transient(Transient),
-}
-
-impl From<kube::Error> for Step {
-    fn from(e: kube::Error) -> Self {
-        Step::Transient(e.into())
-    }
-}
-
-/// A page of `GET /api/v1/events`, items kept as the API server's bytes.
-#[derive(Deserialize)]
-struct EventList {
-    metadata: ListMeta,
-    items: Vec<Box<RawValue>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ListMeta {
-    #[serde(default)]
-    resource_version: String,
-    #[serde(default, rename = "continue")]
-    continue_token: Option<String>,
 }
 
 /// The journal record for an event's bytes. Bytes that are not an event object are
@@ -468,9 +425,8 @@ fn advance(token: &mut ResumeToken, header: &Header) {
 /// A gap marker: the watch resumed at `relisted` after `expired` was gone.
 fn gap_marker(expired: &ResumeToken, relisted: &ResumeToken) -> Record {
     let mut gap = Record::gap(
-        "ResumeTokenExpired",
+        Gap::ResumeTokenExpired,
         serde_json::json!({
-            "reason": "ResumeTokenExpired",
             "expired_resource_version": expired.resource_version,
             "relisted_resource_version": relisted.resource_version,
         }),
@@ -481,3 +437,6 @@ fn gap_marker(expired: &ResumeToken, relisted: &ResumeToken) -> Record {
     gap.header.first_timestamp_ms = Some(expired.timestamp_ms);
     gap
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use evrelay::datadog::EventsConfig;
+use evrelay::config::EventsSection;
 
 /// One case, expanded.
 #[derive(Clone)]
@@ -13,7 +13,7 @@ pub struct Case {
     pub name: String,
     pub about: String,
     pub cluster_name: Option<String>,
-    pub events_config: EventsConfig,
+    pub events_config: EventsSection,
     pub events: Vec<Value>,
     pub expected: Vec<Value>,
     pub filtered: Vec<u64>,
@@ -51,7 +51,7 @@ fn read(path: &Path) -> Case {
         events_config: match config.get("events") {
             Some(v) => serde_json::from_value(v.clone())
                 .unwrap_or_else(|e| panic!("{name}: config.events: {e}")),
-            None => EventsConfig::default(),
+            None => EventsSection::default(),
         },
         events,
         expected: doc["expected"].as_array().cloned().unwrap_or_default(),

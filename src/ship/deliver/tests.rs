@@ -1,42 +1,50 @@
-use std::io::Read;
 use std::sync::Mutex;
 
 use super::*;
-use crate::datadog::{Compression, Endpoint};
 use crate::metrics::Metrics;
+use crate::ship::sink::{Mapped, Occurrence};
 
-/// A scripted intake: answers each request with what `rule` says about its events.
+/// A scripted intake: a sink whose items are texts, and which answers each
+/// request with what `rule` says about its texts. A request of more than `cap`
+/// items is too big to send.
 struct Scripted<F> {
     rule: F,
+    cap: usize,
     log: Mutex<Vec<(Vec<String>, u16)>>,
 }
 
-impl<F: Fn(&[String], usize) -> (u16, Option<Duration>) + Send + Sync> Transport for Scripted<F> {
-    fn send(&self, body: &Body) -> impl Future<Output = Answer> + Send {
-        let raw = match body.encoding {
-            "zstd" => zstd::decode_all(&body.bytes[..]).unwrap(),
-            _ => {
-                let mut raw = Vec::new();
-                flate2::read::GzDecoder::new(&body.bytes[..])
-                    .read_to_end(&mut raw)
-                    .unwrap();
-                raw
-            }
-        };
-        let json: serde_json::Value = serde_json::from_slice(&raw).unwrap();
-        let (list, field) = match body.endpoint {
-            Endpoint::Logs => (&json, "message"),
-            _ => (&json["events"]["kubernetes"], "msg_text"),
-        };
-        let texts: Vec<String> = list
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e[field].as_str().unwrap().to_owned())
-            .collect();
+impl<F: Fn(&[String], usize) -> (u16, Option<Duration>) + Send + Sync + 'static> Sink
+    for Scripted<F>
+{
+    type Item = String;
+    type Request = Vec<String>;
+
+    fn name(&self) -> &'static str {
+        "scripted"
+    }
+
+    fn map(&self, _: &[Occurrence<'_>]) -> Mapped<String> {
+        unreachable!("the tests hand the delivery loop its items")
+    }
+
+    fn unbundle(&self, _: &[Occurrence<'_>], _: &[u64]) -> Vec<Outbound<String>> {
+        unreachable!("the tests hand the delivery loop its own unbundle")
+    }
+
+    fn mark_replay(&self, _: &mut String, _: &str) {}
+
+    fn encode(&self, items: &[&String]) -> Vec<String> {
+        items.iter().map(|s| (*s).clone()).collect()
+    }
+
+    fn too_big(&self, request: &Vec<String>) -> bool {
+        request.len() > self.cap
+    }
+
+    fn send(&self, texts: &Vec<String>) -> impl Future<Output = Answer> + Send {
         let mut log = self.log.lock().unwrap();
-        let (status, after) = (self.rule)(&texts, log.len());
-        log.push((texts, status));
+        let (status, after) = (self.rule)(texts, log.len());
+        log.push((texts.clone(), status));
         std::future::ready(Answer {
             verdict: crate::delivery::judge(status, after),
             status: Some(status),
@@ -61,59 +69,39 @@ fn scripted<F: Fn(&[String], usize) -> (u16, Option<Duration>) + Send + Sync>(
 ) -> Scripted<F> {
     Scripted {
         rule,
+        cap: usize::MAX,
         log: Mutex::new(Vec::new()),
     }
 }
 
-fn items(n: u64) -> Vec<Outbound> {
+fn items(n: u64) -> Vec<Outbound<String>> {
     (1..=n)
         .map(|seq| Outbound {
             seqs: vec![seq],
-            event: DdEvent {
-                msg_title: format!("t{seq}"),
-                msg_text: format!("e{seq}"),
-                timestamp: 0,
-                priority: "normal",
-                host: String::new(),
-                tags: vec![],
-                alert_type: "info",
-                aggregation_key: String::new(),
-                source_type_name: "kubernetes",
-                event_type: "kubernetes_apiserver",
-            },
+            item: format!("e{seq}"),
         })
         .collect()
 }
 
 /// For batches without bundles.
-fn no_bundles(_: &[u64]) -> Vec<Outbound> {
+fn no_bundles(_: &[u64]) -> Vec<Outbound<String>> {
     unreachable!("no bundle in these batches")
 }
 
-fn encoder(logs: bool) -> Encoder {
-    Encoder {
-        hostname: "h".into(),
-        compression: Compression::Zstd,
-        logs,
-    }
+async fn settle<S: Sink<Item = String>>(sink: &S, batch: &[Outbound<String>]) -> Option<Settled> {
+    settle_with(sink, batch, &no_bundles).await
 }
 
-async fn settle<T: Transport>(transport: &T, batch: &[Outbound]) -> Option<Settled> {
-    settle_with(transport, batch, &encoder(false), &no_bundles).await
-}
-
-async fn settle_with<T: Transport>(
-    transport: &T,
-    batch: &[Outbound],
-    encoder: &Encoder,
-    unbundle: &(dyn Fn(&[u64]) -> Vec<Outbound> + Sync),
+async fn settle_with<S: Sink<Item = String>>(
+    sink: &S,
+    batch: &[Outbound<String>],
+    unbundle: &(dyn Fn(&[u64]) -> Vec<Outbound<String>> + Sync),
 ) -> Option<Settled> {
     let shutdown = CancellationToken::new();
-    let mut delays = Delays::new(Duration::from_millis(100), Duration::from_secs(64));
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(64));
     Attempts {
-        transport,
-        encoder,
-        delays: &mut delays,
+        sink,
+        backoff: &mut backoff,
         forbidden_pause: Duration::from_secs(64),
         grace: Duration::from_secs(5),
         shutdown: &shutdown,
@@ -169,33 +157,31 @@ async fn a_refused_bundle_is_sent_event_by_event_and_only_the_bad_one_dead_lette
     });
     let mut batch = items(3);
     batch[1].seqs = vec![2, 5, 9];
-    batch[1].event.msg_text = "bundle".into();
-    let singles = |seqs: &[u64]| -> Vec<Outbound> {
+    batch[1].item = "bundle".into();
+    let singles = |seqs: &[u64]| -> Vec<Outbound<String>> {
         items(9)
             .into_iter()
             .filter(|o| seqs.contains(&o.seqs[0]))
             .collect()
     };
-    let s = settle_with(&intake, &batch, &encoder(false), &singles)
-        .await
-        .unwrap();
+    let s = settle_with(&intake, &batch, &singles).await.unwrap();
     let dead: Vec<u64> = s.dead_letters.iter().map(|(seq, _)| *seq).collect();
     assert_eq!(dead, [5]);
     assert_eq!(intake.delivered(), ["e1", "e2", "e9", "e3"]);
 }
 
+/// A sink's cap (the logs intake's 1000 entries, say) splits before sending.
 #[tokio::test(start_paused = true)]
 async fn logs_go_at_most_1000_to_a_request() {
-    let intake = scripted(|texts, _| {
+    let mut intake = scripted(|texts, _| {
         if texts.len() > 1000 {
             (413, None)
         } else {
             (202, None)
         }
     });
-    let s = settle_with(&intake, &items(1500), &encoder(true), &no_bundles)
-        .await
-        .unwrap();
+    intake.cap = 1000;
+    let s = settle(&intake, &items(1500)).await.unwrap();
     assert_eq!(s.requests, 2, "split before sending, not after a 413");
     assert_eq!(intake.delivered().len(), 1500);
 }
@@ -259,16 +245,15 @@ async fn forbidden_pauses_and_keeps_the_batch() {
 async fn shutdown_abandons_a_batch_that_cannot_be_delivered() {
     let intake = scripted(|_, _| (503, None));
     let shutdown = CancellationToken::new();
-    let mut delays = Delays::new(Duration::from_millis(100), Duration::from_secs(1));
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
     let stop = shutdown.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(5)).await;
         stop.cancel();
     });
     let settled = Attempts {
-        transport: &intake,
-        encoder: &encoder(false),
-        delays: &mut delays,
+        sink: &intake,
+        backoff: &mut backoff,
         forbidden_pause: Duration::from_secs(64),
         grace: Duration::from_secs(5),
         shutdown: &shutdown,

@@ -18,7 +18,6 @@
 
 use serde::Deserialize;
 
-use crate::config::Problem;
 use crate::event::{KubeEvent, text};
 
 /// The event fields a selector may name: the fields the API server itself accepts
@@ -53,11 +52,22 @@ struct Selector {
     equal: bool,
 }
 
-/// Why a selector cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct BadSelector {
-    term: String,
-    why: String,
+/// Why a selector of `filtered_event_types` cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{term:?} {why}")]
+pub struct BadSelector {
+    pub term: String,
+    pub why: String,
+}
+
+impl BadSelector {
+    /// How to write a selector that works.
+    pub fn fix() -> String {
+        format!(
+            "write a reason to leave out, or `field!=value` / `field==value` with a field among {}",
+            FIELDS.join(", ")
+        )
+    }
 }
 
 impl Selector {
@@ -134,38 +144,33 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Parses the lists; `problems` gets one entry per unusable selector, named by
-    /// `key` (the configuration key it came from).
-    pub(crate) fn parse(
-        key: &str,
+    /// Parses the lists: every unusable selector of `filtered_event_types` is
+    /// reported, not only the first.
+    pub fn parse(
         filtered_event_types: &[String],
         collected: &[CollectedType],
         include: &[String],
         exclude: &[String],
-        problems: &mut Vec<Problem>,
-    ) -> Filter {
+    ) -> Result<Filter, Vec<BadSelector>> {
         let mut deny = Vec::new();
+        let mut bad = Vec::new();
         for entry in filtered_event_types {
             for term in entry.split(',') {
                 match Selector::parse(term) {
                     Ok(s) => deny.push(s),
-                    Err(BadSelector { term, why }) => problems.push(Problem {
-                        key: key.into(),
-                        message: format!("{term:?} {why}"),
-                        fix: format!(
-                            "write a reason to leave out, or `field!=value` / `field==value` with a field among {}",
-                            FIELDS.join(", ")
-                        ),
-                    }),
+                    Err(e) => bad.push(e),
                 }
             }
         }
-        Filter {
+        if !bad.is_empty() {
+            return Err(bad);
+        }
+        Ok(Filter {
             deny,
             collected: collected.to_vec(),
             include: include.to_vec(),
             exclude: exclude.to_vec(),
-        }
+        })
     }
 
     /// Whether and how `event` is forwarded.
@@ -213,17 +218,7 @@ mod tests {
 
     fn filter(deny: &[&str], collected: &[CollectedType], inc: &[&str], exc: &[&str]) -> Filter {
         let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let mut problems = Vec::new();
-        let f = Filter::parse(
-            "events.filtered_event_types",
-            &owned(deny),
-            collected,
-            &owned(inc),
-            &owned(exc),
-            &mut problems,
-        );
-        assert!(problems.is_empty(), "{problems:?}");
-        f
+        Filter::parse(&owned(deny), collected, &owned(inc), &owned(exc)).unwrap()
     }
 
     const BACKOFF: &str = r#"{"metadata":{"namespace":"shop"},"involvedObject":{"kind":"Pod","namespace":"shop"},
@@ -257,18 +252,16 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_configuration_errors() {
-        let mut problems = Vec::new();
-        Filter::parse(
-            "events.filtered_event_types",
+        let problems = Filter::parse(
             &["involvedObject.colour!=red".into(), "".into()],
             &[],
             &[],
             &[],
-            &mut problems,
-        );
+        )
+        .unwrap_err();
         assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(problems[0].message.contains("involvedObject.colour"));
-        assert!(problems[0].fix.contains("involvedObject.kind"));
+        assert!(problems[0].to_string().contains("involvedObject.colour"));
+        assert!(BadSelector::fix().contains("involvedObject.kind"));
     }
 
     #[test]

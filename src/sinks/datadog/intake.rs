@@ -1,11 +1,25 @@
 //! One HTTP call to the intake, its answer judged by the delivery rules.
 
+use std::future::Future;
 use std::time::Duration;
 
 use http::HeaderMap;
 
-use crate::datadog::{ApiKey, Body, DatadogConfig, Endpoint};
+use super::{ApiKey, Body, DatadogSettings, Endpoint};
 use crate::delivery::{self, Verdict};
+use crate::ship::Answer;
+
+/// One request to the intake: the seam between the sinks and HTTP, so that what
+/// they send is tested without a network.
+pub trait Transport: Send + Sync + 'static {
+    fn send(&self, body: &Body) -> impl Future<Output = Answer> + Send;
+}
+
+impl Transport for Intake {
+    fn send(&self, body: &Body) -> impl Future<Output = Answer> + Send {
+        Intake::send(self, body)
+    }
+}
 
 /// The Datadog intake: where, with which key, over which client. The client
 /// honours `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`.
@@ -19,24 +33,10 @@ pub struct Intake {
     api_key: ApiKey,
 }
 
-/// What one attempt came to.
-#[derive(Debug)]
-pub struct Answer {
-    pub verdict: Verdict,
-    /// The status, or `None` when no answer came (network error, timeout).
-    pub status: Option<u16>,
-    /// A short description for logs: the status and the start of the body, or the
-    /// network error.
-    pub detail: String,
-}
-
 impl Intake {
-    /// The intake of `datadog` (its `DD_URL`, else its site's addresses).
-    pub fn new(
-        datadog: &DatadogConfig,
-        api_key: ApiKey,
-        timeout: Duration,
-    ) -> Result<Self, reqwest::Error> {
+    /// The intake of `datadog` (its `DD_URL`, else its site's addresses), each
+    /// request bounded by `timeout`.
+    pub fn new(datadog: &DatadogSettings, timeout: Duration) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .user_agent(USER_AGENT)
@@ -45,7 +45,7 @@ impl Intake {
             client,
             base: datadog.base_url(),
             logs_base: datadog.logs_base_url(),
-            api_key,
+            api_key: datadog.api_key.clone(),
         })
     }
 
@@ -109,13 +109,12 @@ mod tests {
 
     #[test]
     fn every_site_has_its_addresses() {
-        let key = ApiKey::new("k");
         let at = |site: &str| {
-            let config = DatadogConfig {
+            let config = DatadogSettings {
                 site: site.into(),
                 ..Default::default()
             };
-            let intake = Intake::new(&config, key.clone(), Duration::from_secs(1)).unwrap();
+            let intake = Intake::new(&config, Duration::from_secs(1)).unwrap();
             (
                 intake.url(Endpoint::Events),
                 intake.url(Endpoint::Logs),
@@ -130,16 +129,16 @@ mod tests {
                 "https://app.datadoghq.com/api/v1/check_run".into(),
             )
         );
-        for site in crate::datadog::SITES {
+        for site in super::super::SITES {
             let (events, logs, _) = at(site);
             assert_eq!(events, format!("https://app.{site}/intake/"));
             assert_eq!(logs, format!("https://http-intake.logs.{site}/api/v2/logs"));
         }
-        let config = DatadogConfig {
+        let config = DatadogSettings {
             url: Some("http://127.0.0.1:9/".into()),
             ..Default::default()
         };
-        let intake = Intake::new(&config, key, Duration::from_secs(1)).unwrap();
+        let intake = Intake::new(&config, Duration::from_secs(1)).unwrap();
         assert_eq!(intake.url(Endpoint::Events), "http://127.0.0.1:9/intake/");
         assert_eq!(intake.url(Endpoint::Logs), "http://127.0.0.1:9/api/v2/logs");
     }

@@ -1,32 +1,40 @@
-//! Datadog's side: where events go and what they look like when they get there.
+//! Datadog as a destination: where events go and what they look like when they get
+//! there.
 //!
 //! - `transform.rs`: every mapping from a Kubernetes event to a Datadog event, in
 //!   one place, checkable line by line against the Cluster Agent (docs/datadog.md).
 //! - `filter.rs`: which events are forwarded (`events.*` filters).
 //! - `payload.rs`: the request bodies (`/intake/`, `/api/v2/logs`,
-//!   `/api/v1/check_run`) and their compression.
+//!   `/api/v1/check_run`) and their compression and caps.
 //! - `logs.rs`: the same events as Datadog logs, for `datadog.output: logs`.
+//! - `intake.rs`: one HTTP call to the intake, its answer judged.
+//! - `sink.rs`: the two sinks the shipper drives, events and logs.
 
 mod filter;
+mod intake;
 mod logs;
 mod payload;
+mod sink;
 mod transform;
 
 use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
 
-use serde::Deserialize;
-
-use crate::config::Problem;
-
-pub use filter::{CollectedType, Decision, Filter};
+pub use filter::{BadSelector, CollectedType, Decision, Filter};
+pub use intake::{Intake, Transport, USER_AGENT};
 pub use logs::LogEntry;
 pub use payload::{
-    Body, Compression, Encoder, Endpoint, ServiceCheck, encode, encode_check_run, encode_logs,
+    Body, Compression, Endpoint, ServiceCheck, encode, encode_check_run, encode_logs,
 };
+pub use sink::{DatadogSink, EventsFormat, EventsSink, Format, LogsFormat, LogsSink};
 pub use transform::{
-    DdEvent, MAX_BUNDLE_EVENTS, MAX_TEXT_CHARS, Mapped, Occurrence, Outbound, SOURCE_TYPE_NAME,
-    TRUNCATION_MARKER, Transform, idempotency_tag, replay_tag,
+    DdEvent, MAX_BUNDLE_EVENTS, MAX_TEXT_CHARS, SOURCE_TYPE_NAME, TRUNCATION_MARKER, Transform,
+    idempotency_tag, replay_tag,
 };
+
+/// The journal cursor of the Datadog sinks (either output: one is configured).
+pub const SINK_NAME: &str = "datadog";
 
 /// The Datadog sites evrelay knows the intake address of.
 pub const SITES: &[&str] = &[
@@ -39,49 +47,125 @@ pub const SITES: &[&str] = &[
     "ddog-gov.com",
 ];
 
-/// Datadog settings (`datadog:` in the config file).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DatadogConfig {
-    /// The API key the intake authenticates with (`DD_API_KEY`). Never logged.
-    pub api_key: Option<ApiKey>,
-    /// The Datadog site (`DD_SITE`), which decides the intake address.
-    pub site: String,
-    /// A full intake base URL (`DD_URL`), overriding the site: for proxies and tests.
-    pub url: Option<String>,
-    /// Tags every event with `kube_cluster_name` and suffixes node hosts (`DD_CLUSTER_NAME`).
-    pub cluster_name: Option<String>,
-    /// `internalHostname` in payloads (`DD_HOSTNAME`); defaults to the pod name.
-    pub hostname: Option<String>,
-    /// `events` (the Cluster Agent's events, the default) or `logs` (the same
-    /// events as Datadog logs).
-    pub output: String,
-    /// `zstd` (the default) or `deflate`, for event payloads; logs are gzipped.
-    pub compression: String,
-    /// The logs intake's base URL (default `https://http-intake.logs.<site>`).
-    pub logs_url: Option<String>,
-    /// How often the leader reports `kube_apiserver_controlplane.up`; 0: never.
-    pub service_check_interval_seconds: u64,
+/// What the events become at Datadog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Output {
+    /// The Cluster Agent's events, to `/intake/`.
+    #[default]
+    Events,
+    /// The same events as Datadog logs, to `/api/v2/logs`.
+    Logs,
 }
 
-impl Default for DatadogConfig {
+/// How events are grouped into Datadog events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// One Datadog event per object and type per batch (the Cluster Agent's default).
+    #[default]
+    Bundled,
+    /// One Datadog event per Kubernetes event (the Cluster Agent's `unbundle_events`).
+    Unbundled,
+}
+
+/// A choice the configuration names by a word.
+pub trait Choice: Sized + Copy + 'static {
+    /// Every word, with its value.
+    const CHOICES: &'static [(&'static str, Self)];
+}
+
+impl Choice for Output {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("events", Output::Events), ("logs", Output::Logs)];
+}
+
+impl Choice for Mode {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("bundled", Mode::Bundled), ("unbundled", Mode::Unbundled)];
+}
+
+impl Choice for Compression {
+    /// Event payloads only: logs and service checks are always gzip.
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("zstd", Compression::Zstd),
+        ("deflate", Compression::Deflate),
+    ];
+}
+
+/// The word is not one of the choices.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a choice")]
+pub struct NotAChoice(pub String);
+
+fn choose<T: Choice>(word: &str) -> Result<T, NotAChoice> {
+    T::CHOICES
+        .iter()
+        .find(|(w, _)| *w == word)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| NotAChoice(word.to_owned()))
+}
+
+impl FromStr for Output {
+    type Err = NotAChoice;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        choose(s)
+    }
+}
+
+impl FromStr for Mode {
+    type Err = NotAChoice;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        choose(s)
+    }
+}
+
+impl FromStr for Compression {
+    type Err = NotAChoice;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        choose(s)
+    }
+}
+
+/// Datadog settings, checked (`datadog:` in the configuration).
+#[derive(Debug, Clone)]
+pub struct DatadogSettings {
+    /// The API key the intake authenticates with (`DD_API_KEY`). Never logged.
+    pub api_key: ApiKey,
+    /// The Datadog site (`DD_SITE`), which decides the intake address.
+    pub site: String,
+    /// A full intake base URL (`DD_URL`), overriding the site: proxies and tests.
+    pub url: Option<String>,
+    /// The logs intake's base URL (default `DD_URL`, else the site's).
+    pub logs_url: Option<String>,
+    /// Tags every event with `kube_cluster_name` and suffixes node hosts.
+    pub cluster_name: Option<String>,
+    /// `internalHostname` in payloads: `DD_HOSTNAME`, else the pod's name.
+    pub hostname: String,
+    pub output: Output,
+    /// For event payloads; logs and service checks are gzipped.
+    pub compression: Compression,
+    /// How often the leader reports `kube_apiserver_controlplane.up`; `None`: never.
+    pub service_check_interval: Option<Duration>,
+}
+
+impl Default for DatadogSettings {
     fn default() -> Self {
-        DatadogConfig {
-            api_key: None,
+        DatadogSettings {
+            api_key: ApiKey::new(""),
             site: "datadoghq.com".into(),
             url: None,
-            cluster_name: None,
-            hostname: None,
-            output: "events".into(),
-            compression: "zstd".into(),
             logs_url: None,
-            service_check_interval_seconds: 15,
+            cluster_name: None,
+            hostname: "evrelay".into(),
+            output: Output::Events,
+            compression: Compression::Zstd,
+            service_check_interval: Some(Duration::from_secs(15)),
         }
     }
 }
 
-impl DatadogConfig {
-    /// The base URL requests go to: `url` if set, else the site's intake.
+impl DatadogSettings {
+    /// The base URL of `/intake/` and `/api/v1/check_run`: `url` if set, else the
+    /// site's.
     pub fn base_url(&self) -> String {
         match &self.url {
             Some(url) => url.trim_end_matches('/').to_owned(),
@@ -97,162 +181,22 @@ impl DatadogConfig {
             (None, None) => format!("https://http-intake.logs.{}", self.site),
         }
     }
-
-    /// Whether events go out as logs.
-    pub fn as_logs(&self) -> bool {
-        self.output == "logs"
-    }
-
-    /// How the shipper encodes what it sends, with `hostname` as `internalHostname`.
-    pub fn encoder(&self, hostname: &str) -> Encoder {
-        Encoder {
-            hostname: hostname.to_owned(),
-            compression: if self.compression == "deflate" {
-                Compression::Deflate
-            } else {
-                Compression::Zstd
-            },
-            logs: self.as_logs(),
-        }
-    }
-
-    pub(crate) fn problems(&self) -> Vec<Problem> {
-        let mut out = Vec::new();
-        match &self.api_key {
-            None => out.push(Problem {
-                key: "datadog.api_key".into(),
-                message: "no API key is set".into(),
-                fix: "set DD_API_KEY (from a Secret) or datadog.api_key".into(),
-            }),
-            Some(k) if k.0.trim().is_empty() => out.push(Problem {
-                key: "datadog.api_key".into(),
-                message: "the API key is empty".into(),
-                fix: "set DD_API_KEY to your organisation's API key".into(),
-            }),
-            Some(_) => {}
-        }
-        if self.url.is_none() && !SITES.contains(&self.site.as_str()) {
-            out.push(Problem {
-                key: "datadog.site".into(),
-                message: format!("{:?} is not a Datadog site", self.site),
-                fix: format!("use one of {}, or set DD_URL", SITES.join(", ")),
-            });
-        }
-        for (key, url) in [
-            ("datadog.url", &self.url),
-            ("datadog.logs_url", &self.logs_url),
-        ] {
-            if let Some(url) = url
-                && !(url.starts_with("http://") || url.starts_with("https://"))
-            {
-                out.push(Problem {
-                    key: key.into(),
-                    message: format!("{url:?} is not an http(s) URL"),
-                    fix: "use a full base URL such as https://intake.example:443".into(),
-                });
-            }
-        }
-        one_of(
-            &mut out,
-            "datadog.output",
-            &self.output,
-            &["events", "logs"],
-        );
-        one_of(
-            &mut out,
-            "datadog.compression",
-            &self.compression,
-            &["zstd", "deflate"],
-        );
-        out
-    }
 }
 
-/// Which events are forwarded and how they are grouped (`events:` in the config
-/// file). The names are the Cluster Agent's check options.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EventsConfig {
-    /// `bundled` (the default) or `unbundled` (the Cluster Agent's `unbundle_events`).
-    pub mode: String,
+/// Which events are forwarded and how they are grouped, checked (`events:` in the
+/// configuration). The names are the Cluster Agent's check options.
+#[derive(Debug, Clone, Default)]
+pub struct EventsSettings {
+    pub mode: Mode,
     /// In unbundled mode, bundle the events `collected_event_types` does not name
     /// instead of leaving them out.
     pub bundle_unspecified_events: bool,
-    /// Deny list: reasons, or field selectors such as `type!=Normal`.
-    pub filtered_event_types: Vec<String>,
-    /// Allow list of `{kind, source, reasons}`; empty: every event.
-    pub collected_event_types: Vec<CollectedType>,
-    /// Namespaces to forward (names or `prefix*`); empty: all.
-    pub namespaces_include: Vec<String>,
-    /// Namespaces never to forward (names or `prefix*`).
-    pub namespaces_exclude: Vec<String>,
-}
-
-impl Default for EventsConfig {
-    fn default() -> Self {
-        EventsConfig {
-            mode: "bundled".into(),
-            bundle_unspecified_events: false,
-            filtered_event_types: Vec::new(),
-            collected_event_types: Vec::new(),
-            namespaces_include: Vec::new(),
-            namespaces_exclude: Vec::new(),
-        }
-    }
-}
-
-impl EventsConfig {
-    /// Whether events go one by one.
-    pub fn unbundled(&self) -> bool {
-        self.mode == "unbundled"
-    }
-
-    /// The parsed filters; what cannot be parsed goes to `problems`.
-    pub(crate) fn filter(&self, problems: &mut Vec<Problem>) -> Filter {
-        Filter::parse(
-            "events.filtered_event_types",
-            &self.filtered_event_types,
-            &self.collected_event_types,
-            &self.namespaces_include,
-            &self.namespaces_exclude,
-            problems,
-        )
-    }
-
-    pub(crate) fn problems(&self) -> Vec<Problem> {
-        let mut out = Vec::new();
-        one_of(
-            &mut out,
-            "events.mode",
-            &self.mode,
-            &["bundled", "unbundled"],
-        );
-        self.filter(&mut out);
-        for (i, c) in self.collected_event_types.iter().enumerate() {
-            if c.kind.is_empty() && c.source.is_empty() {
-                out.push(Problem {
-                    key: format!("events.collected_event_types[{i}]"),
-                    message: "names neither a kind nor a source".into(),
-                    fix: "set `kind` (e.g. Pod) or `source` (e.g. kubelet), as the Cluster Agent requires".into(),
-                });
-            }
-        }
-        out
-    }
-}
-
-fn one_of(out: &mut Vec<Problem>, key: &str, value: &str, allowed: &[&str]) {
-    if !allowed.contains(&value) {
-        out.push(Problem {
-            key: key.into(),
-            message: format!("{value:?} is not a choice"),
-            fix: format!("use one of {}", allowed.join(", ")),
-        });
-    }
+    /// The deny and allow lists and the namespace lists, parsed.
+    pub filter: Filter,
 }
 
 /// A Datadog API key. Its `Debug` and `Display` never show it.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, serde::Deserialize)]
 #[serde(transparent)]
 pub struct ApiKey(String);
 

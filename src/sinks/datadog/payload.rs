@@ -141,28 +141,6 @@ pub fn encode(events: &[&DdEvent], internal_hostname: &str, compression: Compres
     Body::new(Endpoint::Events, json, events.len(), compression)
 }
 
-/// How the shipper turns events into bodies: the configured output and compression.
-#[derive(Debug, Clone)]
-pub struct Encoder {
-    /// `internalHostname` of event payloads.
-    pub hostname: String,
-    pub compression: Compression,
-    /// Logs to `/api/v2/logs` instead of events to `/intake/`.
-    pub logs: bool,
-}
-
-impl Encoder {
-    pub fn encode(&self, events: &[&DdEvent]) -> Body {
-        if self.logs {
-            let entries: Vec<LogEntry<'_>> =
-                events.iter().map(|e| LogEntry::from_event(e)).collect();
-            encode_logs(&entries)
-        } else {
-            encode(events, &self.hostname, self.compression)
-        }
-    }
-}
-
 /// One `/api/v2/logs` body.
 pub fn encode_logs(entries: &[LogEntry<'_>]) -> Body {
     let json = serde_json::to_vec(entries).expect("logs always serialize");

@@ -49,8 +49,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use super::filter::{Decision, Filter};
-use super::{DatadogConfig, EventsConfig};
+use super::{DatadogSettings, EventsSettings, Mode, Output};
 use crate::event::{KubeEvent, parse_time_ms, text};
+use crate::ship::{Mapped, Occurrence, Outbound};
 
 pub const SOURCE_TYPE_NAME: &str = "kubernetes";
 const EVENT_TYPE: &str = "kubernetes_apiserver";
@@ -84,31 +85,6 @@ pub struct DdEvent {
     pub event_type: &'static str,
 }
 
-/// One journaled event, as the transform takes it.
-pub struct Occurrence<'a> {
-    /// Its journal sequence number.
-    pub seq: u64,
-    pub event: KubeEvent<'a>,
-    /// When evrelay received it: the time of last resort.
-    pub received_at_ms: i64,
-}
-
-/// A Datadog event and the journal records it carries.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outbound {
-    pub seqs: Vec<u64>,
-    pub event: DdEvent,
-}
-
-/// What a batch became.
-#[derive(Debug, Default)]
-pub struct Mapped {
-    /// In the order of each one's first record.
-    pub outbound: Vec<Outbound>,
-    /// Records the filters left out.
-    pub filtered: Vec<u64>,
-}
-
 /// The tag that identifies one occurrence of one event, so that a duplicate can be
 /// found in Datadog: `evrelay_id:<event uid>.<resourceVersion>`.
 pub fn idempotency_tag(uid: &str, resource_version: &str) -> String {
@@ -132,22 +108,21 @@ pub struct Transform {
 }
 
 impl Transform {
-    /// For a configuration that validated (its filters parse). Logs output sends
-    /// every event on its own, as unbundled mode does.
-    pub fn new(events: &EventsConfig, datadog: &DatadogConfig) -> Transform {
+    /// Logs output sends every event on its own, as unbundled mode does.
+    pub fn new(events: &EventsSettings, datadog: &DatadogSettings) -> Transform {
         Transform {
-            unbundled: events.unbundled() || datadog.as_logs(),
+            unbundled: events.mode == Mode::Unbundled || datadog.output == Output::Logs,
             bundle_unspecified: events.bundle_unspecified_events,
-            filter: events.filter(&mut Vec::new()),
+            filter: events.filter.clone(),
             cluster_name: datadog.cluster_name.clone().unwrap_or_default(),
         }
     }
 
     /// Maps one batch, in journal order.
-    pub fn map(&self, batch: &[Occurrence<'_>]) -> Mapped {
+    pub fn map(&self, batch: &[Occurrence<'_>]) -> Mapped<DdEvent> {
         let mut mapped = Mapped::default();
         // Finished and open bundles, by first record; open ones by bundle key.
-        let mut out: Vec<(u64, Outbound)> = Vec::new();
+        let mut out: Vec<(u64, Outbound<DdEvent>)> = Vec::new();
         let mut open: HashMap<(&str, &str, &str), Bundle<'_>> = HashMap::new();
         for o in batch {
             let e = &o.event;
@@ -185,7 +160,7 @@ impl Transform {
 
     /// The records `seqs` of `batch`, one Datadog event each (for a bundle the
     /// intake refused, to find the event at fault).
-    pub fn unbundle(&self, batch: &[Occurrence<'_>], seqs: &[u64]) -> Vec<Outbound> {
+    pub fn unbundle(&self, batch: &[Occurrence<'_>], seqs: &[u64]) -> Vec<Outbound<DdEvent>> {
         batch
             .iter()
             .filter(|o| seqs.contains(&o.seq))
@@ -194,7 +169,7 @@ impl Transform {
     }
 
     /// One Datadog event for one Kubernetes event.
-    fn unbundled(&self, o: &Occurrence<'_>) -> Outbound {
+    fn unbundled(&self, o: &Occurrence<'_>) -> Outbound<DdEvent> {
         let e = &o.event;
         let reason = text(&e.reason);
         let mut tags = self.object_tags(e);
@@ -207,7 +182,7 @@ impl Transform {
         tags.dedup();
         Outbound {
             seqs: vec![o.seq],
-            event: DdEvent {
+            item: DdEvent {
                 msg_title: format!("{}: {reason}", readable_key(e)),
                 msg_text: truncate_chars(text(&e.message), MAX_TEXT_CHARS),
                 timestamp: e
@@ -359,7 +334,7 @@ impl<'a> Bundle<'a> {
         line
     }
 
-    fn finish(self, t: &Transform) -> Outbound {
+    fn finish(self, t: &Transform) -> Outbound<DdEvent> {
         let e = self.first;
         let body = self
             .lines
@@ -380,7 +355,7 @@ impl<'a> Bundle<'a> {
         tags.extend(self.ids);
         Outbound {
             seqs: self.seqs,
-            event: DdEvent {
+            item: DdEvent {
                 msg_title: format!("Events from the {}", readable_key(e)),
                 msg_text,
                 timestamp: last,

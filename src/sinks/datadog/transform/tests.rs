@@ -4,12 +4,12 @@
 use super::*;
 
 fn transform(cluster: Option<&str>, mode: &str) -> Transform {
-    let datadog = DatadogConfig {
+    let datadog = DatadogSettings {
         cluster_name: cluster.map(Into::into),
         ..Default::default()
     };
-    let events = EventsConfig {
-        mode: mode.into(),
+    let events = EventsSettings {
+        mode: mode.parse().unwrap(),
         ..Default::default()
     };
     Transform::new(&events, &datadog)
@@ -57,7 +57,7 @@ fn unbundled_pod_warning() {
         .map(&batch(&raws))
         .outbound;
     assert_eq!(out.len(), 1);
-    let dd = &out[0].event;
+    let dd = &out[0].item;
     assert_eq!(out[0].seqs, [1]);
     assert_eq!(dd.msg_title, "Pod shop/api-0: BackOff");
     assert_eq!(dd.msg_text, "Back-off restarting failed container");
@@ -96,23 +96,23 @@ fn bundles_group_by_object_and_type_and_count_each_event_once() {
     let (warning, normal) = (&out[0], &out[1]);
     assert_eq!(warning.seqs, [1, 3, 4, 5]);
     assert_eq!(normal.seqs, [2]);
-    assert_eq!(warning.event.msg_title, "Events from the Pod shop/api-0");
+    assert_eq!(warning.item.msg_title, "Events from the Pod shop/api-0");
     // e-1 counts 4 (its highest), e-3 counts 1; lines sorted; joined by a space.
     assert_eq!(
-        warning.event.msg_text,
+        warning.item.msg_text,
         "%%% \n5 **BackOff**: Back-off\n 2 **Failed**: Error: ErrImagePull\n \n _Events emitted by the kubelet seen at 2026-11-22 10:05:00 +0000 UTC since 2026-11-22 10:00:00 +0000 UTC_ \n\n %%%"
     );
-    assert_eq!(warning.event.alert_type, "warning");
-    assert_eq!(normal.event.alert_type, "info");
+    assert_eq!(warning.item.alert_type, "warning");
+    assert_eq!(normal.item.alert_type, "info");
     assert!(
         !warning
-            .event
+            .item
             .tags
             .iter()
             .any(|t| t.starts_with("event_reason:"))
     );
     let ids: Vec<_> = warning
-        .event
+        .item
         .tags
         .iter()
         .filter(|t| t.starts_with("evrelay_id:"))
@@ -148,7 +148,7 @@ fn bundles_split_before_the_text_limit_and_never_lose_a_line() {
     let seqs: Vec<u64> = out.iter().flat_map(|o| o.seqs.clone()).collect();
     assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
     for o in &out {
-        assert!(o.event.msg_text.len() <= 4000, "{}", o.event.msg_text.len());
+        assert!(o.item.msg_text.len() <= 4000, "{}", o.item.msg_text.len());
     }
 }
 
@@ -163,7 +163,7 @@ fn a_line_too_long_for_any_bundle_is_cut_with_a_marker() {
         1,
     )];
     let out = transform(None, "bundled").map(&batch(&raws)).outbound;
-    let text = &out[0].event.msg_text;
+    let text = &out[0].item.msg_text;
     assert!(text.contains(TRUNCATION_MARKER));
     assert!(text.len() <= 3750, "{}", text.len());
 }
@@ -172,14 +172,14 @@ fn a_line_too_long_for_any_bundle_is_cut_with_a_marker() {
 fn events_without_a_message_go_unbundled_rather_than_lost() {
     let raws = [pod_event("e-1", "1", "Normal", "Killing", "", 1)];
     let out = transform(None, "bundled").map(&batch(&raws)).outbound;
-    assert_eq!(out[0].event.msg_title, "Pod shop/api-0: Killing");
+    assert_eq!(out[0].item.msg_title, "Pod shop/api-0: Killing");
 }
 
 #[test]
 fn tildes_are_escaped_in_bundles() {
     let raws = [pod_event("e-1", "1", "Normal", "Note", "~strike~", 1)];
     let out = transform(None, "bundled").map(&batch(&raws)).outbound;
-    assert!(out[0].event.msg_text.contains("\\~strike\\~"));
+    assert!(out[0].item.msg_text.contains("\\~strike\\~"));
 }
 
 #[test]
@@ -193,7 +193,7 @@ fn unbundled_long_messages_are_cut_with_a_marker() {
         1,
     )];
     let out = transform(None, "unbundled").map(&batch(&raws)).outbound;
-    let text = &out[0].event.msg_text;
+    let text = &out[0].item.msg_text;
     assert!(text.ends_with(TRUNCATION_MARKER));
     assert_eq!(
         text.chars().count(),
@@ -207,29 +207,26 @@ fn collected_types_in_unbundled_mode() {
         pod_event("e-1", "1", "Warning", "BackOff", "b", 1),
         pod_event("e-2", "2", "Normal", "Pulled", "p", 1),
     ];
-    let events = |bundle_unspecified| EventsConfig {
-        mode: "unbundled".into(),
-        bundle_unspecified_events: bundle_unspecified,
-        collected_event_types: vec![crate::datadog::CollectedType {
-            kind: "Pod".into(),
-            reasons: vec!["BackOff".into()],
-            ..Default::default()
-        }],
+    let collected = [crate::sinks::datadog::CollectedType {
+        kind: "Pod".into(),
+        reasons: vec!["BackOff".into()],
         ..Default::default()
+    }];
+    let events = |bundle_unspecified| EventsSettings {
+        mode: Mode::Unbundled,
+        bundle_unspecified_events: bundle_unspecified,
+        filter: Filter::parse(&[], &collected, &[], &[]).unwrap(),
     };
-    let t = Transform::new(&events(false), &DatadogConfig::default());
+    let t = Transform::new(&events(false), &DatadogSettings::default());
     let mapped = t.map(&batch(&raws));
     assert_eq!(mapped.outbound.len(), 1);
-    assert_eq!(
-        mapped.outbound[0].event.msg_title,
-        "Pod shop/api-0: BackOff"
-    );
+    assert_eq!(mapped.outbound[0].item.msg_title, "Pod shop/api-0: BackOff");
     assert_eq!(mapped.filtered, [2]);
-    let t = Transform::new(&events(true), &DatadogConfig::default());
+    let t = Transform::new(&events(true), &DatadogSettings::default());
     let mapped = t.map(&batch(&raws));
     assert_eq!(mapped.outbound.len(), 2);
     assert_eq!(
-        mapped.outbound[1].event.msg_title,
+        mapped.outbound[1].item.msg_title,
         "Events from the Pod shop/api-0"
     );
     assert!(mapped.filtered.is_empty());
@@ -242,8 +239,8 @@ fn events_without_a_uid_count_one_each() {
         .collect();
     let out = transform(None, "bundled").map(&batch(&raws)).outbound;
     assert!(
-        out[0].event.msg_text.starts_with("%%% \n3 **BackOff**"),
+        out[0].item.msg_text.starts_with("%%% \n3 **BackOff**"),
         "{}",
-        out[0].event.msg_text
+        out[0].item.msg_text
     );
 }

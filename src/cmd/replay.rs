@@ -1,0 +1,74 @@
+//! `evrelay replay`: through a running evrelay, or from a stopped one's journal.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::cli::ReplayArgs;
+use crate::config::Settings;
+use crate::dump::{Filter, Format};
+use crate::metrics::Metrics;
+use crate::ship::Window;
+use crate::shutdown::Shutdown;
+use crate::sinks::datadog::{Intake, SINK_NAME};
+
+pub fn run(
+    config: Option<&Path>,
+    args: ReplayArgs,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<(), super::Error> {
+    let window = Window {
+        since_ms: args.since,
+        until_ms: args.until,
+    };
+    super::runtime()?.block_on(async {
+        let mut out = std::io::stdout().lock();
+        if let Some(base) = &args.admin {
+            return through_admin(base, window, args.dry_run, &mut out).await;
+        }
+        let journal = super::open_journal(args.data_dir.clone())?;
+        if args.dry_run {
+            let lines = crate::dump::lines(&journal, SINK_NAME, &Filter::replayed(window))?;
+            crate::dump::print(&lines, Format::Json, &mut out)?;
+            return Ok(());
+        }
+        let settings = Settings::load(config, env)?;
+        let intake = Intake::new(&settings.datadog, settings.ship.request_timeout)?;
+        let shipper = crate::runtime::shipper(&settings, journal, intake, Metrics::new());
+        let shutdown = Shutdown::on_signals().map_err(super::Error::Start)?;
+        let token = shutdown.token();
+        let report = shutdown.abortable(shipper.replay(window, &token)).await??;
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+        Ok(())
+    })
+}
+
+/// Asks a running evrelay's admin endpoint to replay (or list, with `dry_run`).
+async fn through_admin(
+    base: &str,
+    window: Window,
+    dry_run: bool,
+    out: &mut impl Write,
+) -> Result<(), super::Error> {
+    let url = format!("{}/replay", base.trim_end_matches('/'));
+    let mut query = vec![("since_ms", window.since_ms.to_string())];
+    if let Some(until) = window.until_ms {
+        query.push(("until_ms", until.to_string()));
+    }
+    if dry_run {
+        query.push(("dry_run", "true".into()));
+    }
+    let failed = |source| super::Error::Admin {
+        url: url.clone(),
+        source,
+    };
+    let response = reqwest::Client::new()
+        .post(&url)
+        .query(&query)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(failed)?;
+    out.write_all(&response.bytes().await.map_err(failed)?)?;
+    Ok(())
+}
