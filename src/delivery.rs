@@ -6,29 +6,49 @@ use std::time::Duration;
 
 use crate::record::{Header, ResumeToken, Seen, Term};
 
-/// Whether an event is an occurrence the journal does not hold yet (rule 5):
-/// a uid never journaled, a count that went up, or, for events that carry no
-/// count, a later last-seen time. The same (uid, resourceVersion) sent twice, a
-/// MODIFIED that changed nothing that counts, and a relisted event already
-/// journaled are all not new.
+/// Whether an event is an occurrence the journal does not hold yet (rule 5): a uid
+/// never journaled, or one whose occurrences moved forward, whichever recorder
+/// counted them: `count` (core/v1) or `series.count` (events.k8s.io/v1), or its
+/// last-seen time (`lastTimestamp`, `series.lastObservedTime`, else `eventTime`).
+/// The same (uid, resourceVersion) sent twice, a MODIFIED that changed nothing that
+/// counts, and a relisted event already journaled are all not new.
 pub(crate) fn is_new_occurrence(prev: Option<&Seen>, event: &Header) -> bool {
     let Some(prev) = prev else { return true };
-    if event.count > 0 || prev.count > 0 {
-        return event.count > prev.count;
-    }
-    match (event.last_timestamp_ms, prev.last_timestamp_ms) {
+    let later = match (event.last_timestamp_ms, prev.last_timestamp_ms) {
         (Some(now), Some(before)) => now > before,
+        (Some(_), None) => true,
         _ => false,
+    };
+    event.occurrences() > prev.count || later
+}
+
+/// What the dedup index keeps of an occurrence: its count whichever recorder
+/// counted it, and its last-seen time.
+pub(crate) fn seen(event: &Header) -> Seen {
+    Seen {
+        count: event.occurrences(),
+        last_timestamp_ms: event.last_timestamp_ms,
+        journaled_at_ms: event.received_at_ms,
     }
 }
 
-/// On a relist onto a journal with no dedup index, whether an event may be new to
-/// the intake (rule 4): its last time is after the token's. An event with no time
-/// at all is kept: better a possible duplicate than a possible loss.
+/// On a relist onto a journal with no dedup index (rule 4), whether an event may
+/// be new to the intake: it was last seen in the token's second or later.
+/// Timestamps have one-second resolution, so events in the token's own second may
+/// not have been delivered: better a duplicate than a loss. An event with no time
+/// at all is kept.
 pub(crate) fn newer_than_token(event: &Header, token_timestamp_ms: i64) -> bool {
-    event
-        .last_timestamp_ms
-        .is_none_or(|t| t > token_timestamp_ms)
+    let boundary = token_timestamp_ms.div_euclid(1000) * 1000;
+    event.last_timestamp_ms.is_none_or(|t| t >= boundary)
+}
+
+/// The time a resume token may take from an event: its last-seen time, but never
+/// later than the moment evrelay received it. An event's times are written by
+/// whoever recorded it; one dated in the future (a skewed clock, a bug) must not
+/// carry the token with it, or a later relist onto an empty dedup index, which
+/// keeps only events from the token's second on, would keep nothing current.
+pub(crate) fn token_time(event: &Header) -> Option<i64> {
+    event.last_timestamp_ms.map(|t| t.min(event.received_at_ms))
 }
 
 /// What to do with the intake's answer to one request.
@@ -117,6 +137,8 @@ mod tests {
             first_timestamp_ms: None,
             last_timestamp_ms: last,
             received_at_ms: 0,
+            series_count: 0,
+            series_last_observed_ms: None,
         }
     }
 
@@ -143,10 +165,60 @@ mod tests {
     }
 
     #[test]
-    fn relist_filter_on_an_empty_index() {
-        assert!(newer_than_token(&header(1, Some(11)), 10));
-        assert!(!newer_than_token(&header(1, Some(10)), 10));
-        assert!(newer_than_token(&header(1, None), 10));
+    fn series_occurrences_are_new_occurrences() {
+        let seen = |count, last| Seen {
+            count,
+            last_timestamp_ms: last,
+            journaled_at_ms: 0,
+        };
+        // events.k8s.io/v1: count 0, the series counts and its time moves.
+        let series = |count, last| Header {
+            series_count: count,
+            series_last_observed_ms: last,
+            ..header(0, last)
+        };
+        assert!(is_new_occurrence(
+            Some(&seen(2, Some(5))),
+            &series(3, Some(6))
+        ));
+        assert!(is_new_occurrence(
+            Some(&seen(2, Some(5))),
+            &series(3, Some(5))
+        ));
+        assert!(!is_new_occurrence(
+            Some(&seen(3, Some(6))),
+            &series(3, Some(6))
+        ));
+        // Only the time moved (a recorder that does not count): new.
+        assert!(is_new_occurrence(
+            Some(&seen(1, Some(5))),
+            &header(1, Some(6))
+        ));
+        // The index keeps the count whichever recorder made it.
+        assert_eq!(super::seen(&series(7, Some(9))).count, 7);
+    }
+
+    #[test]
+    fn relist_filter_on_an_empty_index_keeps_the_tokens_second() {
+        let token = 10_000;
+        assert!(newer_than_token(&header(1, Some(11_000)), token));
+        assert!(
+            newer_than_token(&header(1, Some(10_000)), token),
+            "the token's own second may hold undelivered events"
+        );
+        assert!(newer_than_token(&header(1, Some(10_999)), 10_500));
+        assert!(!newer_than_token(&header(1, Some(9_999)), token));
+        assert!(newer_than_token(&header(1, None), token));
+    }
+
+    #[test]
+    fn an_event_from_the_future_moves_the_token_only_so_far() {
+        let mut far = header(1, Some(253_402_214_400_000)); // 9999-12-30
+        far.received_at_ms = 1_000_000;
+        assert_eq!(token_time(&far), Some(1_000_000));
+        let mut now = header(1, Some(999_000));
+        now.received_at_ms = 1_000_000;
+        assert_eq!(token_time(&now), Some(999_000));
     }
 
     fn term(epoch: u64, holder: &str) -> Term {

@@ -157,6 +157,12 @@ pub struct Line {
     pub event_type: String,
     #[serde(default)]
     pub count: u32,
+    /// `series.count`, for events recorded through `events.k8s.io/v1`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub series_count: u32,
+    /// `series.lastObservedTime`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series_last_observed: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_timestamp: Option<String>,
     #[serde(default)]
@@ -236,6 +242,10 @@ impl Filter {
     }
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 fn rfc3339(ms: Option<i64>) -> Option<String> {
     jiff::Timestamp::from_millisecond(ms?)
         .ok()
@@ -283,6 +293,8 @@ pub fn lines(journal: &Journal, sink: &str, filter: &Filter) -> Result<Vec<Line>
                     reason: h.reason.clone(),
                     event_type: h.event_type.clone(),
                     count: h.count,
+                    series_count: h.series_count,
+                    series_last_observed: rfc3339(h.series_last_observed_ms),
                     last_timestamp: rfc3339(h.last_timestamp_ms),
                     received_at: rfc3339(Some(h.received_at_ms)),
                     at_ms: Some(h.last_timestamp_ms.unwrap_or(h.received_at_ms)),
@@ -302,6 +314,8 @@ pub fn lines(journal: &Journal, sink: &str, filter: &Filter) -> Result<Vec<Line>
                 reason: String::new(),
                 event_type: String::new(),
                 count: 0,
+                series_count: 0,
+                series_last_observed: None,
                 last_timestamp: None,
                 received_at: None,
                 at_ms: None,
@@ -366,7 +380,7 @@ pub fn print(lines: &[Line], format: Format, out: &mut impl Write) -> Result<(),
                     cut(&object, 32),
                     cut(&reason, 22),
                     cut(&line.event_type, 7),
-                    line.count,
+                    line.count.max(line.series_count),
                 )?;
             }
         }

@@ -35,6 +35,10 @@ pub struct KubeEvent<'a> {
     pub event_time: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub source: EventSource<'a>,
+    /// How an `events.k8s.io/v1` recorder counts repeats: `count` stays 0 and
+    /// `lastTimestamp` null; the series holds the count and the last time.
+    #[serde(borrow)]
+    pub series: Option<EventSeries<'a>>,
     #[serde(borrow)]
     pub reporting_component: Option<Cow<'a, str>>,
     #[serde(borrow)]
@@ -71,6 +75,14 @@ pub struct ObjectReference<'a> {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
+pub struct EventSeries<'a> {
+    pub count: Option<i64>,
+    #[serde(borrow)]
+    pub last_observed_time: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct EventSource<'a> {
     #[serde(borrow)]
     pub component: Option<Cow<'a, str>>,
@@ -99,18 +111,43 @@ impl<'a> KubeEvent<'a> {
         Ok(serde_json::from_slice(raw)?)
     }
 
-    /// The time of the latest occurrence: `lastTimestamp`, else `eventTime`, else
-    /// `firstTimestamp`, else the object's creation time (the Cluster Agent's order,
-    /// extended so that every event has a time).
+    /// The time of the latest occurrence: the later of `lastTimestamp` and
+    /// `series.lastObservedTime`, else `eventTime`, else `firstTimestamp`, else the
+    /// object's creation time (the Cluster Agent's order, extended to series and
+    /// so that every event has a time).
     pub fn last_seen_ms(&self) -> Option<i64> {
-        [
-            &self.last_timestamp,
-            &self.event_time,
-            &self.first_timestamp,
-            &self.metadata.creation_timestamp,
-        ]
-        .into_iter()
-        .find_map(|t| parse_time_ms(t.as_deref()))
+        let last = parse_time_ms(self.last_timestamp.as_deref());
+        let series = self.series_last_observed_ms();
+        last.max(series).or_else(|| {
+            [
+                &self.event_time,
+                &self.first_timestamp,
+                &self.metadata.creation_timestamp,
+            ]
+            .into_iter()
+            .find_map(|t| parse_time_ms(t.as_deref()))
+        })
+    }
+
+    /// `series.lastObservedTime`, Unix milliseconds.
+    pub fn series_last_observed_ms(&self) -> Option<i64> {
+        let series = self.series.as_ref()?;
+        parse_time_ms(series.last_observed_time.as_deref())
+    }
+
+    /// `series.count` (0 without a series).
+    pub fn series_count(&self) -> u32 {
+        let count = self.series.as_ref().and_then(|s| s.count).unwrap_or(0);
+        count.clamp(0, i64::from(u32::MAX)) as u32
+    }
+
+    /// How many times it occurred, whichever recorder counted: `count`, else
+    /// `series.count`, else once.
+    pub fn occurrences(&self) -> i64 {
+        self.count
+            .filter(|c| *c > 0)
+            .unwrap_or_else(|| i64::from(self.series_count()))
+            .max(1)
     }
 
     /// The journal header for this event.
@@ -128,6 +165,8 @@ impl<'a> KubeEvent<'a> {
             first_timestamp_ms: parse_time_ms(self.first_timestamp.as_deref()),
             last_timestamp_ms: self.last_seen_ms(),
             received_at_ms,
+            series_count: self.series_count(),
+            series_last_observed_ms: self.series_last_observed_ms(),
         }
     }
 }
@@ -167,6 +206,21 @@ mod tests {
     fn event_time_only() {
         let e = KubeEvent::parse(br#"{"eventTime":"2026-11-22T10:00:00.123456Z"}"#).unwrap();
         assert_eq!(e.last_seen_ms(), Some(1_795_341_600_123));
+    }
+
+    #[test]
+    fn a_series_counts_and_dates_its_occurrences() {
+        // What the API server serves, in core/v1, for an event recorded through
+        // events.k8s.io/v1 and repeated ten times.
+        let raw = br#"{"metadata":{"uid":"s-1"},"count":null,"lastTimestamp":null,
+            "eventTime":"2026-11-22T10:00:00.000000Z",
+            "series":{"count":10,"lastObservedTime":"2026-11-22T10:09:00.000000Z"}}"#;
+        let e = KubeEvent::parse(raw).unwrap();
+        let h = e.header(0);
+        assert_eq!((h.count, h.series_count, h.occurrences()), (0, 10, 10));
+        assert_eq!(h.last_timestamp_ms, Some(1_795_342_140_000));
+        assert_eq!(h.series_last_observed_ms, Some(1_795_342_140_000));
+        assert_eq!(e.occurrences(), 10);
     }
 
     #[test]

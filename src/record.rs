@@ -12,11 +12,13 @@
 //! +---------+--------------------+-------------------+---------------------------+
 //! ```
 //!
-//! - `version` is [`FORMAT_VERSION`]; any other value is refused with
-//!   [`RecordError::UnknownVersion`], never guessed at. A new version is a new
-//!   migration under `migrations/`.
+//! - `version` is [`FORMAT_VERSION`] (2) for records this build writes; version 1
+//!   records (before the series fields) are still read. Any other value is refused
+//!   with [`RecordError::UnknownVersion`], never guessed at. A new version comes
+//!   with a schema migration under `migrations/`, so that an older build refuses
+//!   the journal instead of misreading it.
 //! - The header is [`Header`] in postcard's specified wire format. Its fields are
-//!   appended to, never reordered.
+//!   appended to, never reordered; version 1 ends at `received_at_ms`.
 //! - The checksum covers the version byte, the header and the raw bytes, so a torn or
 //!   bit-flipped record is detected wherever the damage is.
 //! - The raw bytes are the event exactly as the API server sent it (k8s-openapi types
@@ -25,7 +27,9 @@
 use serde::{Deserialize, Serialize};
 
 /// The format version written by this build.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
+/// The format before the series fields, still read.
+const FORMAT_V1: u8 = 1;
 
 /// The checksum is 4 bytes, little-endian.
 const CRC_LEN: usize = 4;
@@ -60,14 +64,69 @@ pub struct Header {
     pub reason: String,
     /// `type`: Normal, Warning, or whatever the reporter wrote.
     pub event_type: String,
-    /// `count`, 0 when the event has none (events.k8s.io-style events).
+    /// `count`, 0 when the event has none (events recorded through
+    /// `events.k8s.io/v1`, which count in `series` instead).
     pub count: u32,
     /// `firstTimestamp`, Unix milliseconds.
     pub first_timestamp_ms: Option<i64>,
-    /// `lastTimestamp`, or else `eventTime`, Unix milliseconds.
+    /// The last time it occurred, Unix milliseconds: the later of `lastTimestamp`
+    /// and `series.lastObservedTime`, else `eventTime`, else `firstTimestamp`,
+    /// else the object's creation.
     pub last_timestamp_ms: Option<i64>,
     /// When evrelay read it from the API server, Unix milliseconds.
     pub received_at_ms: i64,
+    // Version 2 from here.
+    /// `series.count`, 0 when the event has no series.
+    pub series_count: u32,
+    /// `series.lastObservedTime`, Unix milliseconds.
+    pub series_last_observed_ms: Option<i64>,
+}
+
+impl Header {
+    /// How many times the event occurred, whichever recorder counted: `count`
+    /// (core/v1) or `series.count` (events.k8s.io/v1).
+    pub fn occurrences(&self) -> u32 {
+        self.count.max(self.series_count)
+    }
+}
+
+/// A version-1 header: [`Header`] without the series fields.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct HeaderV1 {
+    kind: RecordKind,
+    uid: String,
+    resource_version: String,
+    namespace: String,
+    involved_kind: String,
+    involved_name: String,
+    reason: String,
+    event_type: String,
+    count: u32,
+    first_timestamp_ms: Option<i64>,
+    last_timestamp_ms: Option<i64>,
+    received_at_ms: i64,
+}
+
+impl From<HeaderV1> for Header {
+    fn from(h: HeaderV1) -> Header {
+        Header {
+            kind: h.kind,
+            uid: h.uid,
+            resource_version: h.resource_version,
+            namespace: h.namespace,
+            involved_kind: h.involved_kind,
+            involved_name: h.involved_name,
+            reason: h.reason,
+            event_type: h.event_type,
+            count: h.count,
+            first_timestamp_ms: h.first_timestamp_ms,
+            last_timestamp_ms: h.last_timestamp_ms,
+            received_at_ms: h.received_at_ms,
+            series_count: 0,
+            series_last_observed_ms: None,
+        }
+    }
 }
 
 impl Header {
@@ -86,6 +145,8 @@ impl Header {
             first_timestamp_ms: None,
             last_timestamp_ms: None,
             received_at_ms,
+            series_count: 0,
+            series_last_observed_ms: None,
         }
     }
 }
@@ -188,13 +249,18 @@ impl Record {
 
     /// Decodes and verifies on-disk bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
-        match bytes.first() {
+        let bad = |e: postcard::Error| RecordError::Header(e.to_string());
+        let (header, rest) = match bytes.first() {
             None => return Err(RecordError::Empty),
-            Some(&FORMAT_VERSION) => {}
+            Some(&FORMAT_VERSION) => {
+                postcard::take_from_bytes::<Header>(&bytes[1..]).map_err(bad)?
+            }
+            Some(&FORMAT_V1) => {
+                let (v1, rest) = postcard::take_from_bytes::<HeaderV1>(&bytes[1..]).map_err(bad)?;
+                (v1.into(), rest)
+            }
             Some(&v) => return Err(RecordError::UnknownVersion(v)),
-        }
-        let (header, rest) = postcard::take_from_bytes::<Header>(&bytes[1..])
-            .map_err(|e| RecordError::Header(e.to_string()))?;
+        };
         if rest.len() < CRC_LEN {
             return Err(RecordError::Truncated);
         }
@@ -300,9 +366,10 @@ impl Seen {
 /// - Value: postcard of `Vec<(uid, Seen)>`, sorted by uid.
 ///
 /// Buckets, not one key per uid: sled keeps an in-memory entry per leaf of 8–16
-/// keys however small they are, so a million uids cost 35 MiB before anything
-/// was read. With 65 536 buckets they cost one sixteenth of that; the price is
-/// rewriting a bucket (about 15 entries at a million uids) with each occurrence.
+/// keys however small they are, so one key per uid cost memory for every uid
+/// before anything was read (BENCHMARKS.md has the figures). With 65 536 buckets
+/// the cost is bounded; the price is rewriting a bucket (about 15 entries at a
+/// million uids) with each occurrence.
 /// A bucket that does not decode reads as empty: its events are journaled again
 /// (a duplicate at worst, never a loss).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -366,10 +433,48 @@ mod tests {
                 first_timestamp_ms: Some(1_700_000_000_000),
                 last_timestamp_ms: Some(1_700_000_060_000),
                 received_at_ms: 1_700_000_060_123,
+                series_count: 0,
+                series_last_observed_ms: None,
             },
             raw: br#"{"kind":"Event","message":"Back-off restarting failed container \u00e9"}"#
                 .to_vec(),
         }
+    }
+
+    #[test]
+    fn a_version_1_record_is_read_without_series() {
+        let r = sample();
+        let h = &r.header;
+        let v1 = HeaderV1 {
+            kind: h.kind,
+            uid: h.uid.clone(),
+            resource_version: h.resource_version.clone(),
+            namespace: h.namespace.clone(),
+            involved_kind: h.involved_kind.clone(),
+            involved_name: h.involved_name.clone(),
+            reason: h.reason.clone(),
+            event_type: h.event_type.clone(),
+            count: h.count,
+            first_timestamp_ms: h.first_timestamp_ms,
+            last_timestamp_ms: h.last_timestamp_ms,
+            received_at_ms: h.received_at_ms,
+        };
+        let mut bytes = vec![FORMAT_V1];
+        bytes.extend(postcard::to_stdvec(&v1).unwrap());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&bytes), &r.raw);
+        bytes.extend(crc.to_le_bytes());
+        bytes.extend(&r.raw);
+        assert_eq!(Record::decode(&bytes).unwrap(), r);
+    }
+
+    #[test]
+    fn series_survive_encoding_and_count_as_occurrences() {
+        let mut r = sample();
+        r.header.count = 0;
+        r.header.series_count = 9;
+        r.header.series_last_observed_ms = Some(1_700_000_090_000);
+        assert_eq!(Record::decode(&r.encode()).unwrap(), r);
+        assert_eq!(r.header.occurrences(), 9);
     }
 
     #[test]

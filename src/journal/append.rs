@@ -7,7 +7,7 @@ use std::ops::Bound;
 use super::store::{Batch, Tree};
 use super::{CapOutcome, Journal, JournalError, META_RECORD_BYTES, META_RECORD_COUNT, META_TOKEN};
 use crate::delivery;
-use crate::record::{Record, RecordKind, ResumeToken, Seen, SeenBucket};
+use crate::record::{Record, RecordKind, ResumeToken, SeenBucket};
 
 /// What one [`Journal::append`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -75,12 +75,7 @@ impl Journal {
                     outcome.duplicates += 1;
                     continue;
                 }
-                let now = Seen {
-                    count: h.count,
-                    last_timestamp_ms: h.last_timestamp_ms,
-                    journaled_at_ms: h.received_at_ms,
-                };
-                bucket.set(&h.uid, now);
+                bucket.set(&h.uid, delivery::seen(h));
             }
             let bytes = record.encode();
             added += bytes.len() as u64;

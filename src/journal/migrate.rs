@@ -11,11 +11,17 @@ use super::{META_SCHEMA, seq_of};
 mod m0002;
 #[path = "../../migrations/0003_seen_buckets.rs"]
 mod m0003;
+#[path = "../../migrations/0004_record_series.rs"]
+mod m0004;
 
 type Step = fn(&dyn Store) -> Result<(), StoreError>;
 
 /// Every step, by the version it migrates to, in order.
-const STEPS: &[(u32, Step)] = &[(m0002::VERSION, m0002::step), (m0003::VERSION, m0003::step)];
+const STEPS: &[(u32, Step)] = &[
+    (m0002::VERSION, m0002::step),
+    (m0003::VERSION, m0003::step),
+    (m0004::VERSION, m0004::step),
+];
 
 /// Runs the steps after `from`, in order, and syncs. Returns the versions applied.
 pub(super) fn run(store: &dyn Store, from: u32) -> Result<Vec<u32>, StoreError> {

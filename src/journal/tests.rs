@@ -40,6 +40,8 @@ fn event(uid: &str, rv: &str, count: u32) -> Record {
             first_timestamp_ms: None,
             last_timestamp_ms: Some(1),
             received_at_ms: 2,
+            series_count: 0,
+            series_last_observed_ms: None,
         },
         raw: format!(r#"{{"metadata":{{"uid":"{uid}"}}}}"#).into_bytes(),
     }
@@ -371,7 +373,7 @@ fn a_schema_1_journal_is_migrated_and_keeps_every_record() {
     let dir = fixture(1);
     let j = Journal::open(&config(dir.path())).unwrap();
     assert_eq!(j.schema_version().unwrap(), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 3);
+    assert_eq!(SCHEMA_VERSION, 4);
     let records: Vec<_> = j.iter().map(|r| r.unwrap().record.unwrap()).collect();
     assert_eq!(records.len(), 51);
     let uids: Vec<_> = records
@@ -433,7 +435,7 @@ fn assert_schema_2_dedup_kept(j: &Journal) {
 fn a_schema_2_journal_moves_its_dedup_index_into_buckets() {
     let dir = fixture(2);
     let j = Journal::open(&config(dir.path())).unwrap();
-    assert_eq!(j.schema_version().unwrap(), 3);
+    assert_eq!(j.schema_version().unwrap(), SCHEMA_VERSION);
     assert_eq!(j.len(), 221);
     let records: Vec<_> = j.iter().map(|r| r.unwrap().record.unwrap()).collect();
     assert_eq!(records[0].header.uid, "uid-000");
@@ -455,7 +457,7 @@ fn a_schema_2_journal_moves_its_dedup_index_into_buckets() {
 
 #[test]
 fn a_migration_run_again_changes_nothing() {
-    for version in [1, 2] {
+    for version in [1, 2, 3] {
         let dir = fixture(version);
         let j = Journal::open(&config(dir.path())).unwrap();
         let (len, tokens) = (j.len(), entries(&j, Tree::Tokens));
@@ -464,13 +466,13 @@ fn a_migration_run_again_changes_nothing() {
         poke(&j, Tree::Meta, META_SCHEMA, &version.to_be_bytes());
         drop(j);
         let j = Journal::open(&config(dir.path())).unwrap();
-        assert_eq!(j.schema_version().unwrap(), 3);
+        assert_eq!(j.schema_version().unwrap(), SCHEMA_VERSION);
         assert_eq!((j.len(), entries(&j, Tree::Tokens)), (len, tokens));
         assert!(
             !j.seen_is_empty().unwrap(),
             "schema {version}: the dedup index survives"
         );
-        if version == 2 {
+        if version >= 2 {
             assert_schema_2_dedup_kept(&j);
         }
     }
@@ -496,7 +498,7 @@ fn a_schema_2_migration_killed_before_its_version_write_starts_over() {
         store.sync().unwrap();
     }
     let j = Journal::open(&config(dir.path())).unwrap();
-    assert_eq!(j.schema_version().unwrap(), 3);
+    assert_eq!(j.schema_version().unwrap(), SCHEMA_VERSION);
     assert_schema_2_dedup_kept(&j);
 }
 
@@ -591,4 +593,29 @@ fn a_failed_sync_is_not_an_acknowledgement() {
         "the shipper is not told of a record that may not be durable"
     );
     assert!(j.mark_shipped("datadog", 0, &[]).is_ok());
+}
+
+#[test]
+fn a_schema_3_journal_reads_its_records_and_writes_series_after_them() {
+    let dir = fixture(3);
+    let j = Journal::open(&config(dir.path())).unwrap();
+    assert_eq!(j.schema_version().unwrap(), 4);
+    assert_eq!(j.len(), 221);
+    let records: Vec<_> = j.iter().map(|r| r.unwrap().record.unwrap()).collect();
+    assert_eq!(records[0].header.uid, "uid-000");
+    assert_eq!(records[219].header.count, 2);
+    assert!(records.iter().all(|r| r.header.series_count == 0));
+    assert_eq!(j.shipped_through("datadog").unwrap(), 150);
+    assert_eq!(j.dead_letter(7).unwrap().unwrap().status, Some(400));
+    assert_eq!(j.resume_token().unwrap().unwrap().resource_version, "2019");
+    // The schema-3 dedup index still knows every occurrence.
+    assert_schema_2_dedup_kept(&j);
+    // A series occurrence of a known uid is new; the record keeps its series.
+    let mut series = fixture_event(21, 0);
+    series.header.series_count = 3;
+    series.header.series_last_observed_ms = Some(1_700_000_009_000);
+    let out = j.append(&[series.clone()], None).unwrap();
+    assert_eq!(out.journaled, 1);
+    let last = j.read_after(out.head - 1, 1, usize::MAX).unwrap();
+    assert_eq!(last[0].record.as_ref().unwrap(), &series);
 }

@@ -12,10 +12,10 @@
 //! | `msg_title`        | `Events from the <Kind> <ns>/<name>` (no `<ns>/` when cluster-scoped)   |
 //! | `msg_text`         | `%%% \n` + lines + ` \n _Events emitted by the <component> seen at <last> since <first>_ \n\n %%%`, `~` escaped as `\~` |
 //! | — a line           | `<count> **<Reason>**: <Message>\n`, one per distinct reason and message, sorted, joined by a space |
-//! | — `<count>`        | the sum of the events' `count` (evrelay: each event counted once, at its highest count, however many of its bumps the batch holds; an event with no count counts 1) |
-//! | — `<last>`/`<first>` | the latest lastTimestamp (else eventTime) and the earliest firstTimestamp (else eventTime), as Go prints a UTC time: `2026-11-22 10:05:00 +0000 UTC` (the Cluster Agent's "since" is the first time of whichever event came last; evrelay takes the earliest, as the words say) |
+//! | — `<count>`        | the sum of the events' `count` (evrelay: each event counted once, at its highest count, however many of its bumps the batch holds; an event without `count` counts its `series.count`, else 1. The Cluster Agent reads `count` only, so an events.k8s.io/v1 series shows `0`) |
+//! | — `<last>`/`<first>` | the latest last-seen time (the later of lastTimestamp and `series.lastObservedTime`, else eventTime) and the earliest firstTimestamp (else eventTime), as Go prints a UTC time: `2026-11-22 10:05:00 +0000 UTC` (the Cluster Agent's "since" is the first time of whichever event came last; evrelay takes the earliest, as the words say; the Agent ignores series, so a series' "seen at" is its first occurrence there) |
 //! | — size             | a new bundle starts before the estimated text passes 3750 bytes (250 + component, + 11 + line per distinct line), as the Cluster Agent estimates it; evrelay also starts one after [`MAX_BUNDLE_EVENTS`] events, so their `evrelay_id` tags stay few. A line that cannot fit alone is cut, with [`TRUNCATION_MARKER`] (the Cluster Agent drops that event) |
-//! | `timestamp`        | the latest lastTimestamp, else eventTime (Unix seconds)                 |
+//! | `timestamp`        | the latest last-seen time, as above (Unix seconds)                      |
 //! | `priority`         | `normal`                                                                |
 //! | `host`             | Pod: `source.host`; Node: its name; then `-<cluster>` when `DD_CLUSTER_NAME` is set; else none |
 //! | `alert_type`       | Warning → `warning`, anything else → `info`                            |
@@ -34,7 +34,7 @@
 //! |---------------|--------------------------------------------------------------------|
 //! | `msg_title`   | `<Kind> <ns>/<name>: <Reason>`                                     |
 //! | `msg_text`    | the message, cut at [`MAX_TEXT_CHARS`] with [`TRUNCATION_MARKER`]  |
-//! | `timestamp`   | lastTimestamp, else eventTime (evrelay: else firstTimestamp, else creation, else the time it was received) |
+//! | `timestamp`   | the later of lastTimestamp and `series.lastObservedTime`, else eventTime (evrelay: else firstTimestamp, else creation, else the time it was received) |
 //! | `tags`        | the same set plus `event_reason:<Reason>`, sorted, no repeats (the Cluster Agent sorts them too) |
 //!
 //! With `collected_event_types` set, unbundled mode sends only the events they name
@@ -285,7 +285,7 @@ impl<'a> Bundle<'a> {
         if !self.lines.contains_key(&line) {
             self.estimate += line_estimate(&line);
         }
-        let count = e.count.unwrap_or(0).max(1);
+        let count = e.occurrences();
         let best = self
             .lines
             .entry(line)
@@ -301,16 +301,13 @@ impl<'a> Bundle<'a> {
             text(&e.metadata.uid),
             text(&e.metadata.resource_version),
         ));
-        let time = |fields: [&Option<std::borrow::Cow<'_, str>>; 2]| {
-            fields
-                .into_iter()
-                .find_map(|t| parse_time_ms(t.as_deref()))
-                .or_else(|| e.last_seen_ms())
-                .unwrap_or(o.received_at_ms)
-                .div_euclid(1000)
-        };
-        let first = time([&e.first_timestamp, &e.event_time]);
-        let last = time([&e.last_timestamp, &e.event_time]);
+        let last_seen = e.last_seen_ms().unwrap_or(o.received_at_ms);
+        let first = [&e.first_timestamp, &e.event_time]
+            .into_iter()
+            .find_map(|t| parse_time_ms(t.as_deref()))
+            .unwrap_or(last_seen)
+            .div_euclid(1000);
+        let last = last_seen.div_euclid(1000);
         self.first_seen_s = Some(self.first_seen_s.map_or(first, |f| f.min(first)));
         self.last_seen_s = Some(self.last_seen_s.map_or(last, |l| l.max(last)));
     }

@@ -244,3 +244,31 @@ fn events_without_a_uid_count_one_each() {
         out[0].item.msg_text
     );
 }
+
+/// An event recorded through events.k8s.io/v1 and repeated: `count` 0, no
+/// `lastTimestamp`; the series counts and dates the occurrences.
+fn series_event(uid: &str, rv: &str, count: i64, last: &str) -> String {
+    format!(
+        r#"{{"metadata":{{"uid":"{uid}","resourceVersion":"{rv}","namespace":"shop"}},
+        "involvedObject":{{"kind":"Pod","name":"api-0","namespace":"shop","uid":"p-1"}},
+        "reason":"FailedScheduling","message":"0/3 nodes are available","type":"Warning",
+        "eventTime":"2026-11-22T10:00:00.000000Z","reportingComponent":"default-scheduler",
+        "source":{{"component":"default-scheduler"}},
+        "series":{{"count":{count},"lastObservedTime":"{last}"}}}}"#
+    )
+}
+
+#[test]
+fn a_series_shows_its_count_and_its_last_observed_time() {
+    let raws = [series_event("s-1", "9", 10, "2026-11-22T10:09:00.000000Z")];
+    let bundled = transform(None, "bundled").map(&batch(&raws)).outbound;
+    let text = &bundled[0].item.msg_text;
+    assert!(text.starts_with("%%% \n10 **FailedScheduling**"), "{text}");
+    assert!(
+        text.contains("seen at 2026-11-22 10:09:00 +0000 UTC since 2026-11-22 10:00:00 +0000 UTC"),
+        "{text}"
+    );
+    assert_eq!(bundled[0].item.timestamp, 1_795_342_140);
+    let unbundled = transform(None, "unbundled").map(&batch(&raws)).outbound;
+    assert_eq!(unbundled[0].item.timestamp, 1_795_342_140);
+}
