@@ -26,6 +26,8 @@ fn event(i: u64) -> Record {
             first_timestamp_ms: Some(1_700_000_000_000),
             last_timestamp_ms: Some(1_700_000_000_000),
             received_at_ms: 1_700_000_000_000,
+            series_count: 0,
+            series_last_observed_ms: None,
         },
         raw: raw.into_bytes(),
     }

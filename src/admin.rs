@@ -2,10 +2,12 @@
 //!
 //! - `/healthz` (liveness): 200 while the process runs and the journal takes a
 //!   durable write; 503 otherwise (a full or read-only disk: restarting may help,
-//!   and an operator must look). Standbys answer it too.
+//!   and an operator must look), and 503 after three step-downs in a row (no
+//!   watch could be established: a fresh start may). Standbys answer it too.
 //! - `/readyz` (readiness): a standby is ready; the leader is ready once its watch
 //!   on events is established. A leader that cannot watch is not ready, so a
-//!   rolling update waits for it instead of taking the standby down too.
+//!   rolling update waits for it instead of taking the standby down too. Neither
+//!   is ready when the API server has not answered for 30 s.
 //! - `/metrics`: every metric in `metrics.rs`, OpenMetrics text; the journal's
 //!   figures are read at scrape time.
 //! - `/dump` and `/dump/meta`: what `evrelay dump --admin URL` reads from a running
@@ -47,6 +49,11 @@ impl Default for AdminSettings {
 
 /// How long a health check may take before it counts as failed.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// After how long without an answer from the API server a replica is not ready.
+const UNREACHABLE_AFTER: Duration = Duration::from_secs(30);
+/// Step-downs in a row (no watch could be established) after which `/healthz`
+/// fails, so that Kubernetes restarts the pod.
+const STEPDOWNS_BEFORE_RESTART: u64 = 3;
 
 /// What the endpoint serves from.
 #[derive(Clone)]
@@ -189,6 +196,13 @@ struct ReplayQuery {
 }
 
 async fn healthz(Extract(s): Extract<State>) -> Response {
+    let stepdowns = s.metrics.stepdowns_in_a_row();
+    if stepdowns >= STEPDOWNS_BEFORE_RESTART {
+        let why = format!(
+            "no watch could be established {stepdowns} times in a row: restart to start afresh\n"
+        );
+        return (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+    }
     let probe = within(PROBE_TIMEOUT, s.journal.call(|j| j.probe())).await;
     match probe {
         Ok(Ok(())) => (StatusCode::OK, "ok\n").into_response(),
@@ -206,6 +220,12 @@ async fn healthz(Extract(s): Extract<State>) -> Response {
 }
 
 async fn readyz(Extract(s): Extract<State>) -> Response {
+    if let Some(down) = s.metrics.api_unreachable_for()
+        && down >= UNREACHABLE_AFTER
+    {
+        let why = format!("cannot reach the API server for {}s\n", down.as_secs());
+        return (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+    }
     let (leading, watching) = (s.metrics.is_leader(), s.metrics.is_watching());
     match (leading, watching) {
         (false, _) => (StatusCode::OK, "standby\n").into_response(),

@@ -17,6 +17,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use crate::backoff::within;
 use crate::sinks::datadog::{Intake, ServiceCheck, encode_check_run};
 
 pub const CHECK: &str = "kube_apiserver_controlplane.up";
@@ -68,15 +69,20 @@ pub fn checks(readyz: &Readyz, host: &str, tags: &[String], now_s: i64) -> Vec<S
         .collect()
 }
 
+/// How long reading `/readyz` may take: past it, the API server counts as
+/// unreachable for this report.
+const READYZ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Reads `/readyz?verbose` through the API client.
 async fn readyz(client: &kube::Client) -> Readyz {
     let request = http::Request::get("/readyz?verbose")
         .body(Vec::new())
         .map_err(|e| e.to_string())?;
-    match client.request_text(request).await {
-        Ok(body) => Ok((200, body)),
-        Err(kube::Error::Api(status)) => Ok((status.code, status.message.clone())),
-        Err(e) => Err(e.to_string()),
+    match within(READYZ_TIMEOUT, client.request_text(request)).await {
+        Ok(Ok(body)) => Ok((200, body)),
+        Ok(Err(kube::Error::Api(status))) => Ok((status.code, status.message.clone())),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(elapsed) => Err(elapsed.to_string()),
     }
 }
 

@@ -25,9 +25,11 @@
 //!   the composition root of `evrelay run`; [`shutdown`]: signals.
 //! - [`dump`]: `evrelay dump`; [`admin`]: `/metrics`, `/healthz`, `/readyz`;
 //!   [`metrics`]: every exported metric.
-//! - [`backoff`]: the one retry policy and the one deadline helper.
+//! - [`backoff`]: the one retry policy and the one deadline helper; [`apiserver`]:
+//!   the client for the API server (connect timeout, TCP keepalive).
 
 pub mod admin;
+pub mod apiserver;
 pub mod backoff;
 pub mod cli;
 pub mod cmd;

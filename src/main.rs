@@ -71,8 +71,10 @@ fn explain(e: &anyhow::Error) -> String {
 }
 
 fn init_tracing(format: LogFormat) {
+    // kube's client logs every failed request as an error; evrelay says once, in
+    // its own words, when the API server becomes unreachable and when it is back.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_client=off"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -8,7 +8,7 @@
 //! configuration.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -59,6 +59,12 @@ struct Inner {
     leader: Gauge,
     epoch: Gauge,
     watching: Gauge,
+    watch_stepdowns: Counter,
+    /// Step-downs since a watch was last established.
+    stepdowns_in_a_row: AtomicU64,
+    apiserver_reachable: Gauge,
+    /// Since when every API server request failed (Unix ms; 0: the last answered).
+    api_failing_since_ms: AtomicI64,
     last_resource_version: Gauge,
     mirror_age: Gauge<f64, AtomicU64>,
     /// When the mirror last wrote (Unix ms; 0: never), for `mirror_age`.
@@ -95,6 +101,10 @@ impl Metrics {
             leader: Gauge::default(),
             epoch: Gauge::default(),
             watching: Gauge::default(),
+            watch_stepdowns: Counter::default(),
+            stepdowns_in_a_row: AtomicU64::new(0),
+            apiserver_reachable: Gauge::default(),
+            api_failing_since_ms: AtomicI64::new(0),
             last_resource_version: Gauge::default(),
             mirror_age: Gauge::default(),
             mirror_last_ms: AtomicI64::new(0),
@@ -201,6 +211,16 @@ impl Metrics {
             m.watching.clone(),
         );
         r.register(
+            "watch_stepdowns",
+            "Times the leader stepped down because no watch could be established",
+            m.watch_stepdowns.clone(),
+        );
+        r.register(
+            "apiserver_reachable",
+            "1 while the API server answers this replica's requests",
+            m.apiserver_reachable.clone(),
+        );
+        r.register(
             "last_resource_version",
             "The resourceVersion of the watch's last resume token",
             m.last_resource_version.clone(),
@@ -210,6 +230,8 @@ impl Metrics {
             "Seconds since the leader last wrote the token ConfigMap (-1: never)",
             m.mirror_age.clone(),
         );
+        // Unknown until the first request: not reported as unreachable.
+        m.apiserver_reachable.set(1);
         Metrics { inner: Arc::new(m) }
     }
 
@@ -254,6 +276,58 @@ impl Metrics {
 
     pub fn set_watching(&self, on: bool) {
         self.inner.watching.set(on as i64);
+        if on {
+            self.inner.stepdowns_in_a_row.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The leader gave its lease up: no watch could be established.
+    pub fn stepped_down(&self) {
+        self.inner.watch_stepdowns.inc();
+        self.inner
+            .stepdowns_in_a_row
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Step-downs since a watch was last established.
+    pub fn stepdowns_in_a_row(&self) -> u64 {
+        self.inner.stepdowns_in_a_row.load(Ordering::Relaxed)
+    }
+
+    /// The API server answered a request (any status: it is reachable). Said once
+    /// in the log when it comes back.
+    pub fn api_answered(&self) {
+        self.inner.apiserver_reachable.set(1);
+        let since = self.inner.api_failing_since_ms.swap(0, Ordering::Relaxed);
+        if since != 0 {
+            let down = jiff::Timestamp::now().as_millisecond() - since;
+            tracing::info!(down_ms = down, "the API server answers again");
+        }
+    }
+
+    /// A request to the API server got no answer (connect error, timeout). Said
+    /// once in the log when it starts.
+    pub fn api_failed(&self) {
+        self.inner.apiserver_reachable.set(0);
+        let now = jiff::Timestamp::now().as_millisecond();
+        let first = self
+            .inner
+            .api_failing_since_ms
+            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+        if first {
+            tracing::warn!("the API server does not answer; retrying with backoff");
+        }
+    }
+
+    /// How long every request to the API server has failed; `None` if the last
+    /// one was answered.
+    pub fn api_unreachable_for(&self) -> Option<std::time::Duration> {
+        let since = self.inner.api_failing_since_ms.load(Ordering::Relaxed);
+        (since != 0).then(|| {
+            let now = jiff::Timestamp::now().as_millisecond();
+            std::time::Duration::from_millis(now.saturating_sub(since).max(0) as u64)
+        })
     }
 
     pub fn resource_version(&self, rv: &str) {
@@ -308,10 +382,9 @@ impl Metrics {
     }
 
     pub fn mirrored(&self) {
-        self.inner.mirror_last_ms.store(
-            jiff::Timestamp::now().as_millisecond(),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.inner
+            .mirror_last_ms
+            .store(jiff::Timestamp::now().as_millisecond(), Ordering::Relaxed);
     }
 
     /// The journal's own figures, read at scrape time.
@@ -323,10 +396,7 @@ impl Metrics {
 
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
-        let last = self
-            .inner
-            .mirror_last_ms
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let last = self.inner.mirror_last_ms.load(Ordering::Relaxed);
         let age = if last == 0 {
             -1.0
         } else {

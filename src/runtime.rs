@@ -42,7 +42,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     tracing::info!(data_dir = %settings.journal.data_dir.display(), "opening the journal");
     let journal = Journal::open(&settings.journal)?;
     tracing::info!(path = %journal.path().display(), records = journal.len(), took = ?opening.elapsed(), "journal open");
-    let client = kube::Client::try_default().await?;
+    let client = crate::apiserver::client().await?;
     let intake = Intake::new(&settings.datadog, settings.ship.request_timeout)?;
     let metrics = Metrics::new();
     let shipper = shipper(&settings, journal.clone(), intake.clone(), metrics.clone());
@@ -74,7 +74,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
             .unwrap_or_else(|| client.default_namespace().to_owned());
         tracing::info!(identity = %leader.identity, %namespace, lease = %leader.lease_name, configmap = %leader.configmap, "waiting for leadership");
         let timing = Timing::for_duration(leader.lease_duration);
-        let elector = Elector::new(client.clone(), &namespace, &leader.lease_name, &leader.identity, timing);
+        let elector = Elector::new(client.clone(), &namespace, &leader.lease_name, &leader.identity, timing, metrics.clone());
         let mirror = TokenMirror::new(
             client.clone(),
             &namespace,
@@ -98,6 +98,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let term = TermSettings {
         mirror_interval: leader.mirror_interval,
         shutdown_grace: settings.ship.shutdown_grace,
+        step_down_pause: leader.lease_duration,
     };
     let result = Leader::new(election, duties, journal.clone(), metrics, term)
         .run(&shutdown)

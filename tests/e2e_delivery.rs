@@ -533,3 +533,210 @@ async fn intake_errors_split_bisect_dead_letter_and_pause() {
     assert!(evrelay.terminate().success());
     eprintln!("figures: intake-errors statuses={statuses:?}");
 }
+
+/// Every occurrence from both of Kubernetes' recorders is shipped exactly once:
+/// a core/v1 event whose `count` is bumped, and an events.k8s.io/v1 event whose
+/// `series` is patched (kube-scheduler's way), counted by (uid, resourceVersion)
+/// at the intake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_occurrence_from_both_recorders_is_shipped_once() {
+    use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference};
+    use k8s_openapi::api::events::v1::{Event as NewEvent, EventSeries};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+
+    const OCCURRENCES: i32 = 10;
+    let cp = ControlPlane::start();
+    let client = cp.client().await;
+    create_namespace(&client, "recorders").await;
+    let data = cp.data_dir("replica-0");
+    let mut evrelay = cp.spawn_evrelay(&data);
+    // The watch is established (an event went through) before the occurrences.
+    let first = create_event(&client, "recorders", "api-0", "Ready", "ready").await;
+    assert!(
+        eventually(DRAIN, || delivered_uids(&cp).contains(&first)).await,
+        "evrelay never delivered; log:\n{}",
+        evrelay.log()
+    );
+    let id = |meta: &ObjectMeta| {
+        format!(
+            "{}.{}",
+            meta.uid.as_deref().unwrap(),
+            meta.resource_version.as_deref().unwrap()
+        )
+    };
+    let pod = ObjectReference {
+        kind: Some("Pod".into()),
+        name: Some("web-0".into()),
+        namespace: Some("recorders".into()),
+        uid: Some("uid-recorders-web-0".into()),
+        ..Default::default()
+    };
+    let mut expected: Vec<String> = Vec::new();
+
+    // events.k8s.io/v1: created once, then its series patched 2..=10.
+    let new_api = Api::<NewEvent>::namespaced(client.clone(), "recorders");
+    let created = new_api
+        .create(
+            &PostParams::default(),
+            &NewEvent {
+                metadata: ObjectMeta {
+                    name: Some("web-0.scheduling".into()),
+                    ..Default::default()
+                },
+                event_time: Some(MicroTime(jiff::Timestamp::now())),
+                reason: Some("FailedScheduling".into()),
+                note: Some("0/3 nodes are available".into()),
+                type_: Some("Warning".into()),
+                action: Some("Scheduling".into()),
+                reporting_controller: Some("default-scheduler".into()),
+                reporting_instance: Some("default-scheduler-e2e".into()),
+                regarding: Some(pod.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("creating an events.k8s.io/v1 event");
+    expected.push(id(&created.metadata));
+    let name = created.metadata.name.clone().unwrap();
+    for count in 2..=OCCURRENCES {
+        let series = EventSeries {
+            count,
+            last_observed_time: MicroTime(jiff::Timestamp::now()),
+        };
+        let patched = new_api
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "series": series })),
+            )
+            .await
+            .expect("patching the series");
+        expected.push(id(&patched.metadata));
+    }
+
+    // core/v1: created with count 1, then its count bumped to 10.
+    let core_api = Api::<CoreEvent>::namespaced(client.clone(), "recorders");
+    let now = || Time(jiff::Timestamp::now());
+    let created = core_api
+        .create(
+            &PostParams::default(),
+            &CoreEvent {
+                metadata: ObjectMeta {
+                    generate_name: Some("web-0.".into()),
+                    ..Default::default()
+                },
+                involved_object: pod,
+                reason: Some("BackOff".into()),
+                message: Some("Back-off restarting failed container".into()),
+                type_: Some("Warning".into()),
+                count: Some(1),
+                first_timestamp: Some(now()),
+                last_timestamp: Some(now()),
+                source: Some(k8s_openapi::api::core::v1::EventSource {
+                    component: Some("kubelet".into()),
+                    host: Some("node-1".into()),
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("creating a core/v1 event");
+    expected.push(id(&created.metadata));
+    let name = created.metadata.name.clone().unwrap();
+    for count in 2..=OCCURRENCES {
+        let patch = serde_json::json!({ "count": count, "lastTimestamp": now() });
+        let patched = core_api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .expect("bumping the count");
+        expected.push(id(&patched.metadata));
+    }
+
+    assert!(
+        eventually(DRAIN, || tally(&expected, &support::delivered_ids(&cp))
+            .lost
+            == 0)
+        .await,
+        "not every occurrence arrived: {:?}; log:\n{}",
+        tally(&expected, &support::delivered_ids(&cp)),
+        evrelay.log()
+    );
+    assert!(evrelay.terminate().success());
+    let delivered = support::delivered_ids(&cp);
+    let per_recorder = |range: std::ops::Range<usize>| {
+        let mine = &expected[range];
+        let theirs: Vec<String> = delivered
+            .iter()
+            .filter(|d| mine.contains(d))
+            .cloned()
+            .collect();
+        tally(mine, &theirs)
+    };
+    let (series, core) = (per_recorder(0..10), per_recorder(10..20));
+    eprintln!("figures: occurrences events.k8s.io/v1 {series:?}; core/v1 {core:?}");
+    for t in [series, core] {
+        assert_eq!(t.created, OCCURRENCES as usize);
+        assert_eq!(t.lost, 0);
+        assert_eq!(t.duplicated, 0);
+    }
+    // The journal shows the series.
+    let dump = cp.dump(&data);
+    assert!(
+        dump.iter().any(|r| r["series_count"] == OCCURRENCES),
+        "dump shows no series: {dump:?}"
+    );
+}
+
+/// A list of large events is read in pages of bounded bytes: 500 events of about
+/// 300 KiB each (150 MB) are listed, journaled and shipped with evrelay's peak
+/// RSS under the memory limit of the manifests (256 MiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_of_large_events_stays_under_the_memory_limit() {
+    const EVENTS: usize = 500;
+    const LIMIT_KIB: u64 = 256 * 1024;
+    let cp = ControlPlane::start();
+    let client = cp.client().await;
+    create_namespace(&client, "large").await;
+    let message = "x".repeat(300 * 1024);
+    let mut created = Vec::new();
+    for chunk in (0..EVENTS).collect::<Vec<_>>().chunks(10) {
+        let batch = chunk.iter().map(|i| {
+            let msg = format!("{i} {message}");
+            let (client, pod) = (client.clone(), format!("big-{}", i % 7));
+            async move { create_event(&client, "large", &pod, "Large", &msg).await }
+        });
+        created.extend(futures::future::join_all(batch).await);
+    }
+
+    let data = cp.data_dir("replica-0");
+    let mut evrelay = cp.spawn_evrelay(&data);
+    assert!(
+        eventually(Duration::from_secs(180), || tally(
+            &created,
+            &delivered_uids(&cp)
+        )
+        .lost
+            == 0)
+        .await,
+        "not all delivered; log:\n{}",
+        evrelay.log()
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", evrelay.pid())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    assert!(evrelay.terminate().success());
+    let t = tally(&created, &delivered_uids(&cp));
+    eprintln!(
+        "figures: large-list events={EVENTS} of 300 KiB, peak RSS {} MiB {t:?}",
+        peak_kib / 1024
+    );
+    assert_eq!(t.lost, 0);
+    assert!(
+        peak_kib < LIMIT_KIB,
+        "peak RSS {peak_kib} KiB passes the manifests' 256 MiB limit"
+    );
+}

@@ -38,7 +38,12 @@ struct Cluster {
 
 impl Cluster {
     async fn start(events_namespace: &str) -> Self {
-        let cp = ControlPlane::start();
+        Self::start_with(events_namespace, "").await
+    }
+
+    /// The same, with extra kube-apiserver flags.
+    async fn start_with(events_namespace: &str, kube_apiserver_args: &str) -> Self {
+        let cp = ControlPlane::start_with(kube_apiserver_args);
         let admin = cp.client().await;
         apply_rbac(&admin).await;
         create_namespace(&admin, events_namespace).await;
@@ -96,6 +101,36 @@ impl Cluster {
             "events lost; log:\n{}",
             replica.log()
         );
+    }
+
+    /// Waits until the token ConfigMap mirrors every event of `namespace` (its
+    /// `event.tokenKey` is at least the newest event's resourceVersion).
+    async fn wait_mirrored(&self, namespace: &str) {
+        let newest: u64 = Api::<Event>::namespaced(self.admin.clone(), namespace)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter_map(|e| e.metadata.resource_version.as_ref()?.parse().ok())
+            .max()
+            .unwrap();
+        let deadline = Instant::now() + DRAIN;
+        loop {
+            let data = token_configmap(&self.admin, TOKEN_CM).await;
+            let mirrored: u64 = data
+                .get("event.tokenKey")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if mirrored >= newest {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mirror stuck at {mirrored} < {newest}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn holder(&self) -> Option<String> {
@@ -222,31 +257,7 @@ async fn failover_onto_an_empty_disk_resumes_from_the_configmap() {
     }
     assert!(eventually(DRAIN, || tally(&created, &delivered_uids(&c.cp)).lost == 0).await);
     // The mirror catches up with what was shipped (the newest event's version).
-    let newest: u64 = Api::<Event>::namespaced(c.admin.clone(), "app")
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .filter_map(|e| e.metadata.resource_version.as_ref()?.parse().ok())
-        .max()
-        .unwrap();
-    let deadline = Instant::now() + DRAIN;
-    loop {
-        let data = token_configmap(&c.admin, TOKEN_CM).await;
-        let mirrored: u64 = data
-            .get("event.tokenKey")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        if mirrored >= newest {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "mirror stuck at {mirrored} < {newest}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    c.wait_mirrored("app").await;
     a.kill9();
 
     // A replica that has never run: empty disk.
@@ -528,4 +539,222 @@ async fn rolling_restart_loses_and_duplicates_nothing() {
     eprintln!("figures: rolling restart leader_stop={stopped:.1?} takeover={takeover:.1?} {t:?}");
     assert_eq!(t.lost, 0);
     assert_eq!(t.duplicated, 0);
+}
+
+/// The leader ships events and mirrors its token, and is killed; more events come
+/// while nobody leads, and etcd is compacted past the mirrored token (no watch
+/// cache). A replica with an empty disk takes over from the mirror, gets 410 Gone,
+/// and relists onto an empty dedup index: nothing created meanwhile may be lost.
+/// `before` and `after` create the events (returning their uids).
+async fn takeover_onto_a_new_disk_after_an_expired_token<B, A>(
+    label: &str,
+    before: B,
+    after: A,
+) -> support::Tally
+where
+    B: AsyncFn(&kube::Client) -> Vec<String>,
+    A: AsyncFn(&kube::Client) -> Vec<String>,
+{
+    let c = Cluster::start_with("app", "--watch-cache=false").await;
+    let mut a = c.replica("evrelay-0", &[]);
+    c.wait_for_holder("evrelay-0", &a).await;
+    wait_for_log(&a, "watch opened", DRAIN).await;
+    let mut created = before(&c.admin).await;
+    c.wait_delivered(&created, &a).await;
+    c.wait_mirrored("app").await;
+    a.kill9();
+    let later = after(&c.admin).await;
+    created.extend(later.iter().cloned());
+    create_namespace(&c.admin, "churn").await;
+    c.cp.compact_etcd().await;
+
+    let mut b = c.replica("evrelay-1", &[]);
+    wait_for_log(&b, "resume token expired", DRAIN).await;
+    c.wait_delivered(&later, &b).await;
+    assert!(b.terminate().success());
+    let t = tally(&created, &delivered_uids(&c.cp));
+    eprintln!("figures: {label} {t:?}");
+    t
+}
+
+/// Issue: the token's own second. Five events shipped and mirrored at second T,
+/// the leader killed, five more with `lastTimestamp` T: the relist keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relist_after_a_takeover_keeps_the_tokens_own_second() {
+    let t_second = jiff::Timestamp::now().round(jiff::Unit::Second).unwrap();
+    let five = async |client: &kube::Client, reason: &str| {
+        let mut uids = Vec::new();
+        for i in 0..5 {
+            let msg = format!("{reason} {i}");
+            uids.push(
+                support::create_event_at(client, "app", "api-0", reason, &msg, t_second).await,
+            );
+        }
+        uids
+    };
+    let t = takeover_onto_a_new_disk_after_an_expired_token(
+        "token-second",
+        async |c: &kube::Client| five(c, "Before").await,
+        async |c: &kube::Client| five(c, "After").await,
+    )
+    .await;
+    assert_eq!(t.lost, 0, "events of the token's second were dropped");
+    // Those of the token's second that were delivered already may come again:
+    // better a duplicate than a loss.
+    assert!(t.duplicated <= 5, "{t:?}");
+}
+
+/// Issue: a future-dated event must not carry the token past now. One event dated
+/// 9999-12-30 journaled and mirrored, then a takeover after an expired token:
+/// every current event is kept by the relist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_future_dated_event_does_not_make_a_relist_drop_current_events() {
+    let far = "9999-12-30T00:00:00Z".parse::<jiff::Timestamp>().unwrap();
+    let t = takeover_onto_a_new_disk_after_an_expired_token(
+        "future-dated",
+        async |c: &kube::Client| {
+            let mut uids = vec![create_event(c, "app", "api-0", "Before", "current").await];
+            uids.push(
+                support::create_event_at(c, "app", "api-0", "Skewed", "from the future", far).await,
+            );
+            uids
+        },
+        async |c: &kube::Client| {
+            let mut uids = Vec::new();
+            for i in 0..5 {
+                uids.push(create_event(c, "app", "api-0", "After", &format!("after {i}")).await);
+            }
+            uids
+        },
+    )
+    .await;
+    assert_eq!(t.lost, 0, "a future-dated token dropped current events");
+}
+
+/// Settings that make the hang tests take seconds, not minutes.
+const FAST_HANG: [(&str, &str); 3] = [
+    ("EVRELAY_WATCH_REQUEST_TIMEOUT_SECONDS", "5"),
+    ("EVRELAY_WATCH_ESTABLISH_TIMEOUT_SECONDS", "15"),
+    ("EVRELAY_DATADOG_SERVICE_CHECK_INTERVAL_SECONDS", "0"),
+];
+
+/// Issue: no request can hang. The path to the API server black-holes quiet
+/// connections (the open watch is dropped, new connections are accepted and never
+/// answered): the watcher gives up each attempt at its deadline, says so, counts
+/// it, is seen as not ready, and resumes by itself once the path heals, with
+/// nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_watch_is_given_up_and_resumed_when_the_path_heals() {
+    let c = Cluster::start("app").await;
+    let proxy = TcpProxy::start(ha::api_addr(&c.cp)).await;
+    let proxied = c.cp.data_dir("kube").join("proxied.kubeconfig");
+    service_account_kubeconfig(&c.cp, &c.admin, Some(&proxy.url()), &proxied).await;
+    let mut env = FAST_HANG.to_vec();
+    env.push(("EVRELAY_LEADER_ENABLED", "false"));
+    let mut a = c.replica_with_kubeconfig("evrelay-0", proxied.to_str().unwrap(), &env);
+    wait_for_log(&a, "watch opened", DRAIN).await;
+    let mut created = Vec::new();
+    for i in 0..5 {
+        created
+            .push(create_event(&c.admin, "app", "api-0", "Before", &format!("before {i}")).await);
+    }
+    c.wait_delivered(&created, &a).await;
+
+    let holed = Instant::now();
+    proxy.black_hole(Duration::from_secs(2));
+    let gave_up = wait_for_log(&a, "opening the watch: no answer within 5s", DRAIN).await;
+    // Created while evrelay cannot watch: they wait for the path to heal.
+    for i in 0..10 {
+        created
+            .push(create_event(&c.admin, "app", "api-0", "During", &format!("during {i}")).await);
+    }
+    // Visible: not ready once the API server has not answered for 30 s.
+    let deadline = Instant::now() + DRAIN;
+    let readyz = loop {
+        let (code, body) = a.admin_get("/readyz").await;
+        if code == 503 && body.contains("cannot reach the API server") {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "still ready: {code} {body}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let (_, metrics) = a.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("evrelay_apiserver_reachable 0"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("evrelay_watch_restarts_total 0"),
+        "no restart counted:\n{metrics}"
+    );
+
+    let healed = Instant::now();
+    proxy.restore();
+    c.wait_delivered(&created, &a).await;
+    let recovered = Instant::now();
+    assert!(a.terminate().success());
+    let t = tally(&created, &delivered_uids(&c.cp));
+    eprintln!(
+        "figures: black-holed watch: first deadline {:.1?} after the black hole, recovered {:.1?} after the path healed (unreachable for {:.1?}; readyz: {}) {t:?}",
+        gave_up - holed,
+        recovered - healed,
+        healed - holed,
+        readyz.trim(),
+    );
+    assert_eq!(t.lost, 0);
+    assert_eq!(t.duplicated, 0);
+    // One clear line per state change, not one per failed request.
+    assert_eq!(
+        occurrences(&a, "the API server does not answer"),
+        1,
+        "{}",
+        a.log()
+    );
+    assert!(
+        occurrences(&a, "the API server answers again") >= 1,
+        "{}",
+        a.log()
+    );
+    assert!(
+        !a.log().contains("kube_client"),
+        "kube's own error lines leak"
+    );
+}
+
+/// Issue: no request can hang, with a standby. The leader's watch is black-holed
+/// while its lease renewals may go on (they keep their connection busy): it steps
+/// down once no watch could be established, releases the Lease, and the standby
+/// (on a sound path) takes over; nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_watch_hands_over_to_the_standby() {
+    let c = Cluster::start("app").await;
+    let proxy = TcpProxy::start(ha::api_addr(&c.cp)).await;
+    let proxied = c.cp.data_dir("kube").join("proxied.kubeconfig");
+    service_account_kubeconfig(&c.cp, &c.admin, Some(&proxy.url()), &proxied).await;
+    let mut a = c.replica_with_kubeconfig("evrelay-0", proxied.to_str().unwrap(), &FAST_HANG);
+    c.wait_for_holder("evrelay-0", &a).await;
+    wait_for_log(&a, "watch opened", DRAIN).await;
+    let mut b = c.replica("evrelay-1", &FAST_HANG);
+    wait_for_log(&b, "standing by", DRAIN).await;
+
+    let stream = Stream::start(c.admin.clone(), "app", Duration::from_millis(100));
+    assert!(eventually(DRAIN, || delivered_uids(&c.cp).len() >= 10).await);
+    let holed = Instant::now();
+    proxy.black_hole(Duration::from_secs(2));
+    c.wait_for_holder("evrelay-1", &b).await;
+    let took_over = Instant::now();
+    let created = c.finish_stream(stream, &b).await;
+    let t = tally(&created, &delivered_uids(&c.cp));
+    eprintln!(
+        "figures: black-holed leader: standby leads {:.1?} after the black hole (stepped down: {}) {t:?}",
+        took_over - holed,
+        a.log().contains("stepped down"),
+    );
+    assert_eq!(t.lost, 0);
+    assert!(
+        a.is_running(),
+        "the black-holed replica stands by, it does not exit"
+    );
+    assert!(b.terminate().success());
+    proxy.restore();
 }

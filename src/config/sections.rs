@@ -297,8 +297,12 @@ pub struct WatchSection {
     /// A watch that delivers neither an event nor a bookmark for this long is
     /// reopened.
     pub stall_timeout_seconds: u64,
-    /// Events per page when listing (`limit`).
+    /// Events per page when listing (`limit`), at the most.
     pub list_page_size: u32,
+    /// The deadline of one LIST page and of opening a watch.
+    pub request_timeout_seconds: u64,
+    /// How long a leader may go without a LIST page or a watch before it steps down.
+    pub establish_timeout_seconds: u64,
 }
 
 impl Default for WatchSection {
@@ -308,6 +312,8 @@ impl Default for WatchSection {
             timeout_seconds: d.timeout.as_secs() as u32,
             stall_timeout_seconds: d.stall_timeout.as_secs(),
             list_page_size: d.list_page_size,
+            request_timeout_seconds: d.request_timeout.as_secs(),
+            establish_timeout_seconds: d.establish_timeout.as_secs(),
         }
     }
 }
@@ -333,15 +339,32 @@ impl TryFrom<WatchSection> for WatchSettings {
             "use at least 70 (default 150)",
         );
         p.check(
-            s.list_page_size > 0,
+            (1..=5000).contains(&s.list_page_size),
             "watch.list_page_size",
-            "0 events per page",
+            format!("{} events per page", s.list_page_size),
             "use a value between 50 and 5000 (default 500)",
+        );
+        p.check(
+            (5..=600).contains(&s.request_timeout_seconds),
+            "watch.request_timeout_seconds",
+            format!("{} is out of range", s.request_timeout_seconds),
+            "use 5 to 600 seconds (default 60)",
+        );
+        p.check(
+            s.establish_timeout_seconds >= 2 * s.request_timeout_seconds,
+            "watch.establish_timeout_seconds",
+            format!(
+                "{} leaves no room for a retry of a {} s request",
+                s.establish_timeout_seconds, s.request_timeout_seconds
+            ),
+            "use at least twice watch.request_timeout_seconds (default 180)",
         );
         p.or(WatchSettings {
             timeout: Duration::from_secs(s.timeout_seconds.into()),
             stall_timeout: Duration::from_secs(s.stall_timeout_seconds),
             list_page_size: s.list_page_size,
+            request_timeout: Duration::from_secs(s.request_timeout_seconds),
+            establish_timeout: Duration::from_secs(s.establish_timeout_seconds),
         })
     }
 }

@@ -20,7 +20,8 @@ use kube::api::{Api, PostParams};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::within;
+use crate::backoff::{Backoff, within};
+use crate::metrics::Metrics;
 
 /// How often things happen, all derived from the lease duration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +146,8 @@ pub struct Elector {
     name: String,
     identity: String,
     timing: Timing,
+    /// Where the API server's reachability is reported.
+    metrics: Metrics,
 }
 
 impl Elector {
@@ -154,12 +157,14 @@ impl Elector {
         name: &str,
         identity: &str,
         timing: Timing,
+        metrics: Metrics,
     ) -> Self {
         Elector {
             api: Api::namespaced(client, namespace),
             name: name.into(),
             identity: identity.into(),
             timing,
+            metrics,
         }
     }
 
@@ -173,11 +178,19 @@ impl Elector {
         let mut observed: Option<(String, Instant)> = None;
         let mut waiting_for = String::new();
         let mut failing = Failing::default();
+        // While the API server fails, look less and less often (up to once a lease
+        // duration): a standby must not hammer an API server that is down.
+        let mut backoff = Backoff::new(self.timing.poll_every, self.timing.duration);
         loop {
             if shutdown.is_cancelled() {
                 return None;
             }
             let mut wait = self.timing.poll_every;
+            if failing.0.is_some() {
+                wait = backoff.wait().max(self.timing.poll_every);
+            } else {
+                backoff.reset();
+            }
             match self.call(self.api.get_opt(&self.name)).await {
                 Ok(None) => {
                     failing.clear();
@@ -386,14 +399,20 @@ impl Elector {
         }
     }
 
-    /// One API call, bounded so a silent network cannot hold the loop.
+    /// One API call, bounded so a silent network cannot hold the loop; whether it
+    /// was answered is reported to the metrics.
     async fn call<T>(
         &self,
         request: impl Future<Output = Result<T, kube::Error>>,
     ) -> Result<T, kube::Error> {
-        within(self.timing.renew_deadline, request)
+        let result = within(self.timing.renew_deadline, request)
             .await
-            .unwrap_or_else(|elapsed| Err(kube::Error::Service(elapsed.into())))
+            .unwrap_or_else(|elapsed| Err(kube::Error::Service(elapsed.into())));
+        match &result {
+            Ok(_) | Err(kube::Error::Api(_)) => self.metrics.api_answered(),
+            Err(_) => self.metrics.api_failed(),
+        }
+        result
     }
 }
 

@@ -42,6 +42,14 @@ pub enum TermError {
     Ship(#[from] ShipError),
 }
 
+impl TermError {
+    /// Whether the term should end by stepping down (another replica may reach the
+    /// API server) rather than by stopping the process.
+    pub fn steps_down(&self) -> bool {
+        matches!(self, TermError::Watch(WatchError::NotEstablished { .. }))
+    }
+}
+
 /// How a term ended without an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TermEnd {
@@ -119,6 +127,9 @@ pub struct TermSettings {
     pub mirror_interval: Duration,
     /// How long the shipper may drain after the watch stopped on shutdown.
     pub shutdown_grace: Duration,
+    /// After stepping down, how long to wait before trying to lead again, so that
+    /// a standby takes the released Lease first.
+    pub step_down_pause: Duration,
 }
 
 /// The first wait after a failed claim, and the longest.
@@ -159,22 +170,37 @@ impl<E: Election, M: Mirror, D: Duties> Leader<E, M, D> {
 
     /// Runs until `shutdown` is cancelled, or a duty fails for good.
     pub async fn run(&self, shutdown: &CancellationToken) -> Result<(), TermError> {
-        let Some((election, mirror)) = &self.election else {
-            tracing::info!("leader election off: this replica watches and ships alone");
-            self.metrics.set_leader(true, None);
-            self.lead(None, shutdown).await?;
-            return Ok(());
-        };
         loop {
-            let Some(held) = election.acquire(shutdown).await else {
-                return Ok(());
+            let ended = match &self.election {
+                None => {
+                    self.metrics.set_leader(true, None);
+                    self.lead(None, shutdown).await
+                }
+                Some((election, mirror)) => {
+                    let Some(held) = election.acquire(shutdown).await else {
+                        return Ok(());
+                    };
+                    self.metrics.set_leader(true, None);
+                    self.term(election, mirror, held, shutdown).await
+                }
             };
-            self.metrics.set_leader(true, None);
-            let ended = self.term(election, mirror, held, shutdown).await;
             self.metrics.set_leader(false, None);
-            match ended? {
-                TermEnd::Shutdown => return Ok(()),
-                TermEnd::Deposed => tracing::warn!("standing by again"),
+            match ended {
+                Ok(TermEnd::Shutdown) => return Ok(()),
+                Ok(TermEnd::Deposed) => tracing::warn!("standing by again"),
+                Err(e) if e.steps_down() => {
+                    self.metrics.stepped_down();
+                    tracing::error!(
+                        error = %e,
+                        in_a_row = self.metrics.stepdowns_in_a_row(),
+                        "stepped down: this replica cannot reach the API server; the lease is released for another to try"
+                    );
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(self.settings.step_down_pause) => {}
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -338,6 +364,16 @@ impl<E: Election, M: Mirror, D: Duties> Leader<E, M, D> {
                     epoch,
                     "leading: continuing from the journal (it is current)"
                 )
+            }
+            Takeover::Adopt(token) if own == Term::default() && start.dropped_stale == 0 => {
+                match token {
+                    Some(t) => {
+                        tracing::info!(epoch, resume_from = %t.resource_version, "leading with a new journal: resuming from the mirrored token")
+                    }
+                    None => {
+                        tracing::info!(epoch, "leading with a new journal: listing every event")
+                    }
+                }
             }
             Takeover::Adopt(token) => tracing::warn!(
                 epoch,

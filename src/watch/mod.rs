@@ -20,7 +20,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, within};
 use crate::delivery;
 use crate::journal::{Journal, JournalError};
 use crate::metrics::Metrics;
@@ -37,8 +37,15 @@ pub struct WatchSettings {
     /// A watch that delivers neither an event nor a bookmark for this long is
     /// considered stalled and reopened. Bookmarks arrive about once a minute.
     pub stall_timeout: Duration,
-    /// Events per page when listing (`limit`).
+    /// Events per page when listing (`limit`), at the most: pages of large events
+    /// are made smaller, so that one page holds about [`PAGE_BYTES`].
     pub list_page_size: u32,
+    /// The deadline of one LIST page, and of opening a watch (until the API
+    /// server's first byte): a request that never answers is given up and retried.
+    pub request_timeout: Duration,
+    /// A leader that has not had the API server answer a LIST page or open a watch
+    /// for this long gives its Lease up, so that a standby can try.
+    pub establish_timeout: Duration,
 }
 
 impl Default for WatchSettings {
@@ -47,9 +54,18 @@ impl Default for WatchSettings {
             timeout: Duration::from_secs(290),
             stall_timeout: Duration::from_secs(150),
             list_page_size: 500,
+            request_timeout: Duration::from_secs(60),
+            establish_timeout: Duration::from_secs(180),
         }
     }
 }
+
+/// About how many bytes of events one LIST page holds: the next page's `limit`
+/// is cut to fit this at the size of the events seen so far.
+pub const PAGE_BYTES: usize = 8 * 1024 * 1024;
+/// The first page's `limit` at the most, before the events' size is known (25
+/// of the largest objects etcd stores, 1.5 MiB each, are 37 MiB).
+pub const FIRST_PAGE: u32 = 25;
 
 /// The first wait after a failed request, and the longest.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
@@ -64,6 +80,10 @@ pub enum WatchError {
     /// A request could not even be built (a bug, not a condition).
     #[error("building a request: {0}")]
     Request(#[from] kube::core::request::Error),
+    /// No LIST page was answered and no watch opened for this long: the API
+    /// server is unreachable from here. A leader steps down on it.
+    #[error("no watch could be established for {waited:?} (last: {last})")]
+    NotEstablished { waited: Duration, last: String },
 }
 
 /// What the watcher does next.
@@ -88,6 +108,11 @@ pub enum State {
 enum Transient {
     #[error(transparent)]
     Api(ApiError),
+    #[error("{what}: {elapsed}")]
+    Timeout {
+        what: &'static str,
+        elapsed: crate::backoff::Elapsed,
+    },
     #[error("watch stream: {0}")]
     Stream(String),
     #[error("watch delivered nothing for {0:?}; reopening")]
@@ -123,6 +148,12 @@ pub struct Watcher<A> {
     settings: WatchSettings,
     metrics: Metrics,
     backoff: Backoff,
+    /// When the API server last answered a LIST page or opened a watch.
+    last_progress: tokio::time::Instant,
+    /// What failed last, for the step-down's message.
+    last_failure: String,
+    /// The next LIST page's `limit`: the configured size, cut for large events.
+    page_limit: u32,
 }
 
 impl<A: EventsApi> Watcher<A> {
@@ -130,9 +161,12 @@ impl<A: EventsApi> Watcher<A> {
         Watcher {
             api,
             journal,
+            page_limit: settings.list_page_size.min(FIRST_PAGE),
             settings,
             metrics,
             backoff: Backoff::new(FIRST_RETRY, MAX_RETRY),
+            last_progress: tokio::time::Instant::now(),
+            last_failure: String::new(),
         }
     }
 
@@ -165,6 +199,13 @@ impl<A: EventsApi> Watcher<A> {
         match state {
             State::Done => Ok(State::Done),
             State::Backoff(then) => {
+                let waited = self.last_progress.elapsed();
+                if waited >= self.settings.establish_timeout {
+                    return Err(WatchError::NotEstablished {
+                        waited,
+                        last: self.last_failure.clone(),
+                    });
+                }
                 let delay = self.backoff.wait();
                 tokio::select! {
                     _ = shutdown.cancelled() => Ok(State::Done),
@@ -177,6 +218,7 @@ impl<A: EventsApi> Watcher<A> {
                 Err(Failure::Fatal(e)) => Err(e),
                 Err(Failure::Transient(e)) => {
                     tracing::warn!(error = %e, "listing events failed; retrying");
+                    self.last_failure = e.to_string();
                     Ok(State::Backoff(Box::new(State::Listing(after))))
                 }
             },
@@ -192,6 +234,7 @@ impl<A: EventsApi> Watcher<A> {
                     Err((Failure::Transient(e), token)) => {
                         self.metrics.watch_restarted();
                         tracing::warn!(error = %e, resource_version = %token.resource_version, "watch failed; reopening after a backoff");
+                        self.last_failure = e.to_string();
                         Ok(State::Backoff(Box::new(State::Watching(token))))
                     }
                 }
@@ -202,20 +245,38 @@ impl<A: EventsApi> Watcher<A> {
     /// One watch request, from `token` until the API server ends it. Returns the
     /// next state; on a transient failure, the token reached so far.
     async fn watch(
-        &self,
+        &mut self,
         mut token: ResumeToken,
         shutdown: &CancellationToken,
     ) -> Result<State, (Failure, ResumeToken)> {
+        let opening = self
+            .api
+            .watch(&token.resource_version, self.settings.timeout);
         let opened = tokio::select! {
             _ = shutdown.cancelled() => return Ok(State::Done),
-            opened = self.api.watch(&token.resource_version, self.settings.timeout) => opened,
+            opened = within(self.settings.request_timeout, opening) => opened,
         };
         let mut lines = match opened {
-            Ok(lines) => lines,
-            Err(ApiError::Gone(_)) => return Ok(State::Listing(Some(token))),
-            Err(e) => return Err((e.into(), token)),
+            Ok(Ok(lines)) => lines,
+            Ok(Err(ApiError::Gone(_))) => {
+                self.answered();
+                return Ok(State::Listing(Some(token)));
+            }
+            Ok(Err(e)) => {
+                self.failed(&e);
+                return Err((e.into(), token));
+            }
+            Err(elapsed) => {
+                self.metrics.api_failed();
+                let what = "opening the watch";
+                return Err((
+                    Failure::Transient(Transient::Timeout { what, elapsed }),
+                    token,
+                ));
+            }
         };
         tracing::debug!(resource_version = %token.resource_version, "watch opened");
+        self.answered();
         self.metrics.set_watching(true);
         let stall = self.settings.stall_timeout;
         loop {
@@ -314,7 +375,7 @@ impl<A: EventsApi> Watcher<A> {
     /// token on a relist (a gap marker is written), `None` on a first start.
     /// Returns the token to watch from, or `None` on shutdown.
     async fn list(
-        &self,
+        &mut self,
         after: Option<&ResumeToken>,
         shutdown: &CancellationToken,
     ) -> Result<Option<ResumeToken>, Failure> {
@@ -333,40 +394,58 @@ impl<A: EventsApi> Watcher<A> {
                     return Ok(None);
                 }
                 let had_continue = continue_token.is_some();
-                let listing = self
-                    .api
-                    .list(self.settings.list_page_size, continue_token.take());
+                let listing = self.api.list(self.page_limit, continue_token.take());
                 let page = tokio::select! {
                     _ = shutdown.cancelled() => return Ok(None),
-                    page = listing => page,
+                    page = within(self.settings.request_timeout, listing) => page,
                 };
                 let page = match page {
-                    Ok(page) => page,
+                    Ok(Ok(page)) => page,
                     // The continue token expired: start the list again.
-                    Err(ApiError::Gone(_)) if had_continue => {
+                    Ok(Err(ApiError::Gone(_))) if had_continue => {
+                        self.answered();
                         tracing::warn!("list continue token expired; restarting the list");
                         continue 'restart;
                     }
-                    Err(e) => return Err(e.into()),
+                    Ok(Err(e)) => {
+                        self.failed(&e);
+                        return Err(e.into());
+                    }
+                    Err(elapsed) => {
+                        self.metrics.api_failed();
+                        let what = "listing a page of events";
+                        return Err(Failure::Transient(Transient::Timeout { what, elapsed }));
+                    }
                 };
+                self.answered();
                 pages += 1;
-                listed += page.items.len();
-                self.metrics.received(page.items.len());
+                let on_page = page.items.len();
+                listed += on_page;
+                self.metrics.received(on_page);
                 list_version.get_or_insert(page.metadata.resource_version.clone());
+                let ListMeta {
+                    continue_token: next,
+                    ..
+                } = page.metadata;
+                let mut bytes = 0;
                 let records: Vec<Record> = page
                     .items
-                    .iter()
-                    .map(|raw| record_of(raw.get().as_bytes()))
+                    .into_iter()
+                    .map(|raw| {
+                        bytes += raw.get().len();
+                        record_of(raw.get().as_bytes())
+                    })
                     .filter(|r| match newer_than {
                         Some(t) => delivery::newer_than_token(&r.header, t),
                         None => true,
                     })
                     .collect();
+                self.fit_page(bytes, on_page);
                 for r in &records {
-                    newest = newest.max(r.header.last_timestamp_ms.unwrap_or(0));
+                    newest = newest.max(delivery::token_time(&r.header).unwrap_or(0));
                 }
                 self.commit(records, None).await.map_err(Failure::Fatal)?;
-                match page.metadata.continue_token.filter(|c| !c.is_empty()) {
+                match next.filter(|c| !c.is_empty()) {
                     Some(c) => continue_token = Some(c),
                     None => break,
                 }
@@ -395,6 +474,40 @@ impl<A: EventsApi> Watcher<A> {
     }
 }
 
+impl<A> Watcher<A> {
+    /// The API server answered: the watcher is making progress.
+    fn answered(&mut self) {
+        self.last_progress = tokio::time::Instant::now();
+        self.metrics.api_answered();
+    }
+
+    /// A request failed: with an answer (a status) the API server is reachable.
+    fn failed(&mut self, e: &ApiError) {
+        match e {
+            ApiError::Kube(kube::Error::Api(_)) => self.metrics.api_answered(),
+            _ => self.metrics.api_failed(),
+        }
+    }
+
+    /// Cuts the next page's `limit` so that a page holds about [`PAGE_BYTES`], at
+    /// the mean size of the events of the page just listed (`bytes` for `items`).
+    fn fit_page(&mut self, bytes: usize, items: usize) {
+        if items == 0 || bytes == 0 {
+            return;
+        }
+        let mean = (bytes / items).max(1);
+        let fits = (PAGE_BYTES / mean).clamp(1, self.settings.list_page_size as usize);
+        if fits as u32 != self.page_limit {
+            tracing::debug!(
+                limit = fits,
+                mean_bytes = mean,
+                "list page size adjusted to the events' size"
+            );
+        }
+        self.page_limit = fits as u32;
+    }
+}
+
 /// The journal record for an event's bytes. Bytes that are not an event object are
 /// journaled all the same, with an empty header, so nothing is lost silently.
 fn record_of(raw: &[u8]) -> Record {
@@ -412,12 +525,13 @@ fn record_of(raw: &[u8]) -> Record {
     }
 }
 
-/// Moves the token past an event.
+/// Moves the token past an event. Its time moves to the event's, but no further
+/// than the moment it was received ([`delivery::token_time`]).
 fn advance(token: &mut ResumeToken, header: &Header) {
     if !header.resource_version.is_empty() {
         token.resource_version.clone_from(&header.resource_version);
     }
-    if let Some(ts) = header.last_timestamp_ms {
+    if let Some(ts) = delivery::token_time(header) {
         token.timestamp_ms = token.timestamp_ms.max(ts);
     }
 }

@@ -20,6 +20,8 @@ enum Opened {
     Break(Vec<Line>),
     Gone,
     Refused,
+    /// Accepted, never answered.
+    Hang,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,9 +32,12 @@ enum Call {
 
 #[derive(Default)]
 struct Script {
-    lists: VecDeque<Result<EventList, ApiError>>,
+    /// `None`: a LIST that is never answered.
+    lists: VecDeque<Option<Result<EventList, ApiError>>>,
     watches: VecDeque<Opened>,
     calls: Vec<Call>,
+    /// The `limit` of each LIST.
+    limits: Vec<u32>,
 }
 
 #[derive(Clone, Default)]
@@ -44,20 +49,29 @@ impl Scripted {
             .iter()
             .map(|i| RawValue::from_string(i.clone()).unwrap())
             .collect();
-        self.0.lock().unwrap().lists.push_back(Ok(EventList {
+        self.0.lock().unwrap().lists.push_back(Some(Ok(EventList {
             metadata: ListMeta {
                 resource_version: rv.into(),
                 continue_token: next.map(Into::into),
             },
             items,
-        }));
+        })));
         self
     }
 
     fn list_gone(&self) -> &Self {
         let gone = Err(ApiError::Gone("continue token expired".into()));
-        self.0.lock().unwrap().lists.push_back(gone);
+        self.0.lock().unwrap().lists.push_back(Some(gone));
         self
+    }
+
+    fn list_hangs(&self) -> &Self {
+        self.0.lock().unwrap().lists.push_back(None);
+        self
+    }
+
+    fn limits(&self) -> Vec<u32> {
+        self.0.lock().unwrap().limits.clone()
     }
 
     fn then(&self, opened: Opened) -> &Self {
@@ -75,10 +89,21 @@ fn batches(lines: Vec<Line>) -> Vec<Vec<Result<Line, LineError>>> {
 }
 
 impl EventsApi for Scripted {
-    async fn list(&self, _: u32, continue_token: Option<String>) -> Result<EventList, ApiError> {
-        let mut s = self.0.lock().unwrap();
-        s.calls.push(Call::List(continue_token));
-        s.lists.pop_front().expect("an unscripted LIST")
+    async fn list(
+        &self,
+        limit: u32,
+        continue_token: Option<String>,
+    ) -> Result<EventList, ApiError> {
+        let next = {
+            let mut s = self.0.lock().unwrap();
+            s.calls.push(Call::List(continue_token));
+            s.limits.push(limit);
+            s.lists.pop_front().expect("an unscripted LIST")
+        };
+        match next {
+            Some(answer) => answer,
+            None => std::future::pending().await,
+        }
     }
 
     async fn watch(&self, resource_version: &str, _: Duration) -> Result<WatchLines, ApiError> {
@@ -108,6 +133,7 @@ impl EventsApi for Scripted {
             Some(Opened::Refused) => Err(ApiError::Kube(kube::Error::Service(
                 "connection refused".into(),
             ))),
+            Some(Opened::Hang) => std::future::pending().await,
         }
     }
 }
@@ -137,6 +163,7 @@ fn token(rv: &str, timestamp_ms: i64) -> ResumeToken {
     }
 }
 
+const T0: &str = "2026-11-22T10:00:00Z";
 const T1: &str = "2026-11-22T10:00:01Z";
 const T1_MS: i64 = 1_795_341_601_000;
 const T2: &str = "2026-11-22T10:00:02Z";
@@ -247,17 +274,43 @@ async fn an_expired_token_relists_and_journals_a_gap() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_relist_onto_an_empty_index_keeps_only_events_newer_than_the_token() {
+async fn a_relist_onto_an_empty_index_keeps_events_from_the_tokens_second_on() {
     let (api, journal) = (Scripted::default(), journal());
-    api.page(
-        "200",
-        &[event("old", "80", T1), event("new", "150", T2)],
-        None,
-    );
+    let items = [
+        event("old", "80", T0),
+        event("same-second", "85", T1),
+        event("new", "150", T2),
+    ];
+    api.page("200", &items, None);
     let mut w = watcher(&api, &journal);
-    let state = State::Listing(Some(token("90", T1_MS)));
+    let state = State::Listing(Some(token("90", T1_MS + 400)));
     w.step(state, &CancellationToken::new()).await.unwrap();
-    assert_eq!(uids(&journal), ["new"]);
+    assert_eq!(uids(&journal), ["same-second", "new"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_event_dated_in_the_future_does_not_carry_the_token_with_it() {
+    let (api, journal) = (Scripted::default(), journal());
+    api.then(Opened::Lines(vec![upsert(event(
+        "future",
+        "41",
+        "9999-12-30T00:00:00Z",
+    ))]));
+    let mut w = watcher(&api, &journal);
+    let next = w
+        .step(State::Watching(token("40", 0)), &CancellationToken::new())
+        .await
+        .unwrap();
+    let State::Watching(t) = next else {
+        panic!("{next:?}")
+    };
+    let limit = jiff::Timestamp::now().as_millisecond();
+    assert!(t.timestamp_ms <= limit, "{t:?}");
+    assert!(
+        t.timestamp_ms > 0,
+        "the token took the time it was received"
+    );
+    assert_eq!(uids(&journal), ["future"], "journaled all the same");
 }
 
 #[tokio::test(start_paused = true)]
@@ -368,4 +421,113 @@ async fn shutdown_ends_a_silent_watch() {
     stop.cancel();
     run.await.unwrap().unwrap();
     assert_eq!(api.calls(), [Call::Watch("40".into())]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_open_that_never_answers_is_given_up_at_its_deadline() {
+    let (api, journal) = (Scripted::default(), journal());
+    api.then(Opened::Hang);
+    let mut w = watcher(&api, &journal);
+    let started = tokio::time::Instant::now();
+    let next = w
+        .step(State::Watching(token("40", 0)), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        next,
+        State::Backoff(Box::new(State::Watching(token("40", 0))))
+    );
+    assert_eq!(started.elapsed(), WatchSettings::default().request_timeout);
+    let metrics = w.metrics.encode();
+    assert!(
+        metrics.contains("evrelay_watch_restarts_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("evrelay_apiserver_reachable 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_list_page_that_never_answers_is_given_up_and_listed_again() {
+    let (api, journal) = (Scripted::default(), journal());
+    api.list_hangs().page("100", &[event("a", "90", T1)], None);
+    let mut w = watcher(&api, &journal);
+    let stop = CancellationToken::new();
+    let state = w.step(State::Listing(None), &stop).await.unwrap();
+    assert_eq!(state, State::Backoff(Box::new(State::Listing(None))));
+    let state = w.step(state, &stop).await.unwrap();
+    let state = w.step(state, &stop).await.unwrap();
+    assert_eq!(state, State::Watching(token("100", T1_MS)));
+    assert_eq!(uids(&journal), ["a"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_watch_for_the_establish_timeout_ends_the_watcher() {
+    let (api, journal) = (Scripted::default(), journal());
+    for _ in 0..100 {
+        api.then(Opened::Refused);
+    }
+    let mut w = watcher(&api, &journal);
+    let stop = CancellationToken::new();
+    let started = tokio::time::Instant::now();
+    let mut state = State::Watching(token("40", 0));
+    let err = loop {
+        match w.step(state, &stop).await {
+            Ok(next) => state = next,
+            Err(e) => break e,
+        }
+    };
+    let WatchError::NotEstablished { waited, last } = err else {
+        panic!("{err}")
+    };
+    let limit = WatchSettings::default().establish_timeout;
+    assert!(waited >= limit && started.elapsed() >= limit, "{waited:?}");
+    assert!(
+        started.elapsed() < limit + MAX_RETRY + Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(last.contains("connection refused"), "{last}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn pages_of_large_events_are_made_smaller() {
+    let (api, journal) = (Scripted::default(), journal());
+    let big = |uid: &str, rv: &str| {
+        let message = "x".repeat(300 * 1024);
+        format!(
+            r#"{{"metadata":{{"uid":"{uid}","resourceVersion":"{rv}"}},"reason":"Big","message":"{message}","count":1,"lastTimestamp":"{T1}"}}"#
+        )
+    };
+    api.page("100", &[big("a", "1"), big("b", "2")], Some("c1"))
+        .page("100", &[big("c", "3")], None);
+    let mut w = watcher(&api, &journal);
+    w.step(State::Listing(None), &CancellationToken::new())
+        .await
+        .unwrap();
+    let limits = api.limits();
+    assert_eq!(
+        limits[0], FIRST_PAGE,
+        "the size of the events is not known yet"
+    );
+    // 8 MiB of ~300 KiB events: 27 per page.
+    assert_eq!(limits[1], 27, "{limits:?}");
+    assert_eq!(uids(&journal), ["a", "b", "c"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pages_of_small_events_grow_to_the_configured_size() {
+    let (api, journal) = (Scripted::default(), journal());
+    api.page("100", &[event("a", "1", T1)], Some("c1"))
+        .page("100", &[event("b", "2", T1)], None);
+    let mut w = watcher(&api, &journal);
+    w.step(State::Listing(None), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        api.limits(),
+        [FIRST_PAGE, WatchSettings::default().list_page_size]
+    );
 }

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
@@ -139,11 +140,25 @@ pub async fn token_configmap(
         .unwrap_or_default()
 }
 
-/// A TCP proxy to the API server. `cut` closes every connection through it and
-/// leaves new ones hanging (accepted, never answered), as a partition does.
+/// What the proxy does with connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Relay everything.
+    Open,
+    /// A partition: every connection closed, new ones held (accepted, never
+    /// answered).
+    Cut,
+    /// A black hole for quiet connections: those whose client has sent nothing
+    /// for a while (an open watch) are dropped, new ones are held, and those in
+    /// use (lease renewals every 2 s) go on, as when a load balancer silently
+    /// forgets an idle flow.
+    BlackHole { quiet: Duration },
+}
+
+/// A TCP proxy to the API server, whose path the test can cut or black-hole.
 pub struct TcpProxy {
     pub addr: std::net::SocketAddr,
-    cut: watch::Sender<bool>,
+    mode: watch::Sender<Mode>,
     task: tokio::task::JoinHandle<()>,
     connections: Arc<Mutex<usize>>,
 }
@@ -152,37 +167,23 @@ impl TcpProxy {
     pub async fn start(upstream: std::net::SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let (cut, cut_rx) = watch::channel(false);
+        let (mode, mode_rx) = watch::channel(Mode::Open);
         let connections = Arc::new(Mutex::new(0));
         let task = tokio::spawn({
             let connections = connections.clone();
             async move {
                 loop {
-                    let Ok((mut inbound, _)) = listener.accept().await else {
+                    let Ok((inbound, _)) = listener.accept().await else {
                         return;
                     };
                     *connections.lock().unwrap() += 1;
-                    let mut cut = cut_rx.clone();
-                    tokio::spawn(async move {
-                        if *cut.borrow() {
-                            // Partitioned: hold the connection, answer nothing.
-                            let _ = cut.wait_for(|c| !*c).await;
-                            return;
-                        }
-                        let Ok(mut outbound) = TcpStream::connect(upstream).await else {
-                            return;
-                        };
-                        tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                            _ = cut.wait_for(|c| *c) => {}
-                        }
-                    });
+                    tokio::spawn(relay(inbound, upstream, mode_rx.clone()));
                 }
             }
         });
         TcpProxy {
             addr,
-            cut,
+            mode,
             task,
             connections,
         }
@@ -193,11 +194,88 @@ impl TcpProxy {
     }
 
     pub fn cut(&self) {
-        self.cut.send_replace(true);
+        self.mode.send_replace(Mode::Cut);
+    }
+
+    /// Drops the connections whose client has been silent for `quiet` and holds
+    /// new ones; busy connections go on.
+    pub fn black_hole(&self, quiet: Duration) {
+        self.mode.send_replace(Mode::BlackHole { quiet });
     }
 
     pub fn restore(&self) {
-        self.cut.send_replace(false);
+        self.mode.send_replace(Mode::Open);
+    }
+}
+
+/// One connection through the proxy.
+async fn relay(
+    inbound: TcpStream,
+    upstream: std::net::SocketAddr,
+    mut mode: watch::Receiver<Mode>,
+) {
+    if *mode.borrow() != Mode::Open {
+        // Held: accepted, never answered, until the path is open again.
+        let _ = mode.wait_for(|m| *m == Mode::Open).await;
+        return;
+    }
+    let Ok(outbound) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    let (mut client_read, mut client_write) = inbound.into_split();
+    let (mut server_read, mut server_write) = outbound.into_split();
+    let last_client_byte = Arc::new(Mutex::new(std::time::Instant::now()));
+    let up = {
+        let last = last_client_byte.clone();
+        async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = match tokio::io::AsyncReadExt::read(&mut client_read, &mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                *last.lock().unwrap() = std::time::Instant::now();
+                if tokio::io::AsyncWriteExt::write_all(&mut server_write, &buf[..n])
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    };
+    let down = async move {
+        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+    };
+    // Dropped when the path is cut, or once it is black-holed and this
+    // connection's client has been quiet long enough.
+    let dropped = async {
+        loop {
+            let current = *mode.borrow_and_update();
+            match current {
+                Mode::Cut => return,
+                Mode::BlackHole { quiet }
+                    if last_client_byte.lock().unwrap().elapsed() >= quiet =>
+                {
+                    return;
+                }
+                Mode::BlackHole { .. } => {
+                    tokio::select! {
+                        changed = mode.changed() => if changed.is_err() { return },
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
+                Mode::Open => {
+                    if mode.changed().await.is_err() {
+                        return std::future::pending().await;
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = async { tokio::join!(up, down) } => {}
+        () = dropped => {}
     }
 }
 

@@ -385,6 +385,16 @@ pub struct IntakeEvent {
 }
 
 impl IntakeEvent {
+    /// The occurrences this Datadog event carries: `<uid>.<resourceVersion>` of
+    /// each, from its `evrelay_id` tags.
+    pub fn event_ids(&self) -> Vec<&str> {
+        self.tags
+            .iter()
+            .flatten()
+            .filter_map(|t| t.strip_prefix("evrelay_id:"))
+            .collect()
+    }
+
     /// The uids of the Kubernetes events this Datadog event carries, from its
     /// `evrelay_id:<uid>.<resourceVersion>` tags (one unbundled, several bundled).
     pub fn event_uids(&self) -> Vec<&str> {
@@ -434,7 +444,20 @@ pub async fn create_event(
     reason: &str,
     message: &str,
 ) -> String {
-    let now = Time(jiff::Timestamp::now());
+    let at = jiff::Timestamp::now();
+    create_event_at(client, namespace, pod, reason, message, at).await
+}
+
+/// Creates one event about a Pod, last seen at `at`, and returns its uid.
+pub async fn create_event_at(
+    client: &kube::Client,
+    namespace: &str,
+    pod: &str,
+    reason: &str,
+    message: &str,
+    at: jiff::Timestamp,
+) -> String {
+    let now = Time(at);
     let event = Event {
         metadata: ObjectMeta {
             generate_name: Some(format!("{pod}.")),
@@ -512,6 +535,20 @@ impl Stream {
     }
 }
 
+/// Delivered occurrences (`<uid>.<resourceVersion>`) at the intake, in arrival
+/// order (duplicates kept), whether bundled or not.
+pub fn delivered_ids(cp: &ControlPlane) -> Vec<String> {
+    cp.intake_events()
+        .iter()
+        .flat_map(|e| {
+            e.event_ids()
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// Delivered event uids at the intake, in arrival order (duplicates kept), whether
 /// bundled or not.
 pub fn delivered_uids(cp: &ControlPlane) -> Vec<String> {
@@ -525,13 +562,15 @@ pub fn delivered_uids(cp: &ControlPlane) -> Vec<String> {
         .collect()
 }
 
-/// Created, delivered, duplicated, lost: the figures every delivery test reports.
+/// Created, delivered, duplicated, lost: the figures every delivery test reports;
+/// and events at the intake that the test did not create (the API server's own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tally {
     pub created: usize,
     pub delivered: usize,
     pub duplicated: usize,
     pub lost: usize,
+    pub extra: usize,
 }
 
 pub fn tally(created: &[String], delivered: &[String]) -> Tally {
@@ -544,10 +583,13 @@ pub fn tally(created: &[String], delivered: &[String]) -> Tally {
         .iter()
         .filter(|u| !seen.contains(u.as_str()))
         .count();
+    let mine: std::collections::HashSet<&str> = created.iter().map(String::as_str).collect();
+    let extra = seen.iter().filter(|u| !mine.contains(*u)).count();
     Tally {
         created: created.len(),
-        delivered: seen.len(),
+        delivered: seen.len() - extra,
         duplicated,
         lost,
+        extra,
     }
 }

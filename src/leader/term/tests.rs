@@ -11,6 +11,7 @@ use super::*;
 use crate::journal::testing::MemoryStore;
 use crate::leader::Mirrored;
 use crate::record::{Header, Record, RecordKind};
+use crate::watch::WatchError;
 
 const SINK: &str = "datadog";
 
@@ -134,6 +135,8 @@ struct FakeDuties {
     log: Log,
     journal: Journal,
     ships: bool,
+    /// The watch cannot be established (the API server is out of reach).
+    unreachable: bool,
 }
 
 /// Records "<name> dropped" if the future holding it is dropped unfinished.
@@ -149,6 +152,14 @@ impl Drop for DropGuard {
 
 impl Duties for FakeDuties {
     async fn watch(&self, stop: CancellationToken) -> Result<(), TermError> {
+        if self.unreachable {
+            tokio::time::sleep(Duration::from_secs(180)).await;
+            self.log.push("watch gave up");
+            return Err(TermError::Watch(WatchError::NotEstablished {
+                waited: Duration::from_secs(180),
+                last: "connection refused".into(),
+            }));
+        }
         let mut guard = DropGuard(self.log.clone(), "watch", false);
         stop.cancelled().await;
         self.log.push("watch stopped");
@@ -207,6 +218,7 @@ fn setup() -> Setup {
 const SETTINGS: TermSettings = TermSettings {
     mirror_interval: Duration::from_secs(5),
     shutdown_grace: Duration::from_secs(10),
+    step_down_pause: Duration::from_secs(15),
 };
 
 fn leader(
@@ -231,6 +243,7 @@ fn leader(
         log: s.log.clone(),
         journal: s.journal.clone(),
         ships,
+        unreachable: false,
     };
     Leader::new(
         Some((election, mirror)),
@@ -464,4 +477,39 @@ async fn a_restart_of_the_last_leader_continues_from_its_journal() {
     leader.run(&shutdown).await.unwrap();
     assert_eq!(s.journal.resume_token().unwrap(), Some(token("50")));
     assert_eq!(s.journal.pending(SINK).unwrap(), 1, "nothing given up");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_that_cannot_watch_steps_down_and_releases_its_lease() {
+    let s = setup();
+    let mut leader = leader(&s, mine(1), 0, true);
+    leader.duties.unreachable = true;
+    let shutdown = CancellationToken::new();
+    let run = async { leader.run(&shutdown).await };
+    let stop = async {
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        shutdown.cancel();
+    };
+    let (result, ()) = tokio::join!(run, stop);
+    result.unwrap();
+    let events = s.log.events();
+    assert_eq!(
+        events[..5],
+        [
+            "acquired",
+            "claimed",
+            "watch gave up",
+            "ship stopped",
+            "released"
+        ],
+        "{events:?}"
+    );
+    assert_eq!(s.metrics.stepdowns_in_a_row(), 1);
+    assert!(
+        s.metrics
+            .encode()
+            .contains("evrelay_watch_stepdowns_total 1"),
+        "counted"
+    );
+    assert!(!s.metrics.is_leader());
 }
