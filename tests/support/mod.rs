@@ -458,9 +458,14 @@ pub async fn create_event_at(
     at: jiff::Timestamp,
 ) -> String {
     let now = Time(at);
+    // A name of our own, not generateName: kube's client retries a create the API
+    // server answered 429/503/504, and a create that had in fact succeeded would
+    // then make a second event the test never heard of. With a name, the retry
+    // finds the first one instead.
+    let name = format!("{pod}.{:016x}", fastrand::u64(..));
     let event = Event {
         metadata: ObjectMeta {
-            generate_name: Some(format!("{pod}.")),
+            name: Some(name.clone()),
             namespace: Some(namespace.into()),
             ..Default::default()
         },
@@ -483,10 +488,14 @@ pub async fn create_event_at(
         }),
         ..Default::default()
     };
-    let created = Api::<Event>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &event)
-        .await
-        .expect("creating event");
+    let api = Api::<Event>::namespaced(client.clone(), namespace);
+    let created = match api.create(&PostParams::default(), &event).await {
+        Ok(created) => created,
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            api.get(&name).await.expect("reading back a created event")
+        }
+        Err(e) => panic!("creating event: {e}"),
+    };
     created.metadata.uid.expect("created events have a uid")
 }
 
