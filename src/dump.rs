@@ -422,6 +422,19 @@ pub fn meta_value(journal: &Journal, sinks: &[&str]) -> Result<serde_json::Value
         "counters": journal.counters()?,
         "bytes_on_disk": journal.size_on_disk()?,
         "path": journal.path(),
+        "state_file": journal.expected_state().map(|s| serde_json::json!({
+            "head": s.head,
+            "shipped": s.shipped,
+            "resume_rv": s.resume_rv,
+            "shipped_rv": s.shipped_rv,
+            "epoch": s.epoch,
+            "damaged": s.damaged,
+        })),
+        // Whether the journal holds what its state file says it should.
+        "check": match journal.verify() {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => e.to_string(),
+        },
     });
     Ok(value)
 }

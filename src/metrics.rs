@@ -17,6 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::journal::SyncStats;
 use crate::record::Gap;
 
 /// The cause of a gap or a drop: a [`Gap`]'s label.
@@ -52,6 +53,10 @@ struct Inner {
     journal_bytes: Gauge,
     journal_pending: Gauge,
     journal_records: Gauge,
+    journal_disk_bytes: Gauge,
+    journal_writable: Gauge,
+    journal_sync_seconds: Gauge<f64, AtomicU64>,
+    journal_slow_syncs: Counter,
     delivery_lag: Histogram,
     intake_duration: Histogram,
     intake_requests: Family<StatusLabels, Counter>,
@@ -94,6 +99,10 @@ impl Metrics {
             journal_bytes: Gauge::default(),
             journal_pending: Gauge::default(),
             journal_records: Gauge::default(),
+            journal_disk_bytes: Gauge::default(),
+            journal_writable: Gauge::default(),
+            journal_sync_seconds: Gauge::default(),
+            journal_slow_syncs: Counter::default(),
             delivery_lag: Histogram::new(exponential_buckets(0.05, 2.0, 16)),
             intake_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             intake_requests: Family::default(),
@@ -176,6 +185,26 @@ impl Metrics {
             m.journal_records.clone(),
         );
         r.register(
+            "journal_disk_bytes",
+            "Bytes the journal's store occupies on disk (what the volume must hold)",
+            m.journal_disk_bytes.clone(),
+        );
+        r.register(
+            "journal_writable",
+            "1 while the journal takes writes; 0 while the disk refuses them (full, read-only, failing)",
+            m.journal_writable.clone(),
+        );
+        r.register(
+            "journal_last_sync_seconds",
+            "How long the journal's last sync to the device took",
+            m.journal_sync_seconds.clone(),
+        );
+        r.register(
+            "journal_slow_syncs",
+            "Journal syncs that took a second or longer",
+            m.journal_slow_syncs.clone(),
+        );
+        r.register(
             "delivery_lag_seconds",
             "From an event's last timestamp to the intake's 2xx for it",
             m.delivery_lag.clone(),
@@ -232,6 +261,7 @@ impl Metrics {
         );
         // Unknown until the first request: not reported as unreachable.
         m.apiserver_reachable.set(1);
+        m.journal_writable.set(1);
         Metrics { inner: Arc::new(m) }
     }
 
@@ -392,6 +422,22 @@ impl Metrics {
         self.inner.journal_bytes.set(record_bytes as i64);
         self.inner.journal_records.set(records as i64);
         self.inner.journal_pending.set(pending as i64);
+    }
+
+    /// The journal's disk, read at scrape time: its size on disk, whether it takes
+    /// writes, and its syncs (the last one's duration; how many were slow, ever).
+    pub fn journal_disk(&self, disk_bytes: Option<u64>, writable: bool, syncs: &SyncStats) {
+        if let Some(bytes) = disk_bytes {
+            self.inner.journal_disk_bytes.set(bytes as i64);
+        }
+        self.inner.journal_writable.set(i64::from(writable));
+        self.inner
+            .journal_sync_seconds
+            .set(syncs.last().as_secs_f64());
+        let counted = self.inner.journal_slow_syncs.get();
+        self.inner
+            .journal_slow_syncs
+            .inc_by(syncs.slow().saturating_sub(counted));
     }
 
     /// The OpenMetrics text of every metric.

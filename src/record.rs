@@ -164,6 +164,10 @@ pub enum Gap {
     /// A takeover gave up a stale journal's pending records; the new term
     /// re-collects them from the mirrored token (not a loss).
     StaleBacklogDropped,
+    /// The journal was found damaged and set aside; a fresh one resumed from the
+    /// last shipped-through token known. Events between it and the damage may be
+    /// missing or sent twice.
+    JournalDamaged,
 }
 
 impl Gap {
@@ -173,6 +177,7 @@ impl Gap {
             Gap::ResumeTokenExpired => "ResumeTokenExpired",
             Gap::JournalFull => "JournalFull",
             Gap::StaleBacklogDropped => "StaleBacklogDropped",
+            Gap::JournalDamaged => "JournalDamaged",
         }
     }
 
@@ -182,6 +187,7 @@ impl Gap {
             Gap::ResumeTokenExpired => "resume_token_expired",
             Gap::JournalFull => "journal_full",
             Gap::StaleBacklogDropped => "stale_backlog",
+            Gap::JournalDamaged => "journal_damaged",
         }
     }
 }
@@ -414,6 +420,108 @@ impl SeenBucket {
     }
 }
 
+/// What the journal should hold, kept outside the store in `<data_dir>/journal.state`
+/// so that an open can tell a store that came back shorter or older than it was
+/// (sled, given damaged files, can open "fine" with only what came before the
+/// damage).
+///
+/// The file is two slots of [`JournalState::SLOT`] bytes; each write goes to the
+/// slot the other one is not in and is synced, so a torn write leaves the other
+/// slot whole. A slot:
+///
+/// ```text
+/// +-------+---------+-----+------------+------+---------+-----------+------------+--------------+-------+-------+--------+
+/// | magic | version | pad | generation | head | shipped | resume rv | shipped rv | shipped time | epoch | flags | CRC32C |
+/// | EVST  | 1 byte  | 3   | u64 LE     | u64  | u64     | u64       | u64        | i64 ms       | u64   | u64   | u32 LE |
+/// +-------+---------+-----+------------+------+---------+-----------+------------+--------------+-------+-------+--------+
+/// ```
+///
+/// resourceVersions are stored as numbers (the API server's are decimal; 0: none
+/// or not a number). The slot with the higher generation whose CRC holds wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JournalState {
+    pub generation: u64,
+    /// The highest sequence number journaled.
+    pub head: u64,
+    /// The lowest shipped-through cursor of the sinks.
+    pub shipped: u64,
+    /// The resume token's resourceVersion.
+    pub resume_rv: u64,
+    /// The shipped-through token: from where a fresh journal loses nothing shipped.
+    pub shipped_rv: u64,
+    pub shipped_time_ms: i64,
+    /// The leadership epoch the journal was written under.
+    pub epoch: u64,
+    /// The store reported damage while running: the next open sets it aside
+    /// without trusting it.
+    pub damaged: bool,
+}
+
+impl JournalState {
+    pub const SLOT: usize = 128;
+    const MAGIC: &'static [u8; 4] = b"EVST";
+    const VERSION: u8 = 1;
+    const BODY: usize = 4 + 1 + 3 + 8 * 8;
+
+    /// The slot's bytes.
+    pub fn encode(&self) -> [u8; Self::SLOT] {
+        let mut out = [0u8; Self::SLOT];
+        out[..4].copy_from_slice(Self::MAGIC);
+        out[4] = Self::VERSION;
+        let fields = [
+            self.generation,
+            self.head,
+            self.shipped,
+            self.resume_rv,
+            self.shipped_rv,
+            self.shipped_time_ms as u64,
+            self.epoch,
+            u64::from(self.damaged),
+        ];
+        for (i, f) in fields.iter().enumerate() {
+            out[8 + i * 8..16 + i * 8].copy_from_slice(&f.to_le_bytes());
+        }
+        let crc = crc32c::crc32c(&out[..Self::BODY]);
+        out[Self::BODY..Self::BODY + 4].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// A slot's state, if the slot is whole.
+    pub fn decode(slot: &[u8]) -> Option<JournalState> {
+        if slot.len() < Self::BODY + 4 || &slot[..4] != Self::MAGIC || slot[4] != Self::VERSION {
+            return None;
+        }
+        let crc = u32::from_le_bytes(slot[Self::BODY..Self::BODY + 4].try_into().ok()?);
+        if crc != crc32c::crc32c(&slot[..Self::BODY]) {
+            return None;
+        }
+        let field = |i: usize| u64::from_le_bytes(slot[8 + i * 8..16 + i * 8].try_into().unwrap());
+        Some(JournalState {
+            generation: field(0),
+            head: field(1),
+            shipped: field(2),
+            resume_rv: field(3),
+            shipped_rv: field(4),
+            shipped_time_ms: field(5) as i64,
+            epoch: field(6),
+            damaged: field(7) & 1 == 1,
+        })
+    }
+
+    /// The state a file of two slots holds: the whole slot of the later generation.
+    pub fn read(file: &[u8]) -> Option<JournalState> {
+        file.chunks(Self::SLOT)
+            .take(2)
+            .filter_map(JournalState::decode)
+            .max_by_key(|s| s.generation)
+    }
+}
+
+/// A resourceVersion as the state file keeps it: the number, or 0.
+pub fn rv_number(rv: &str) -> u64 {
+    rv.parse().unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,6 +583,39 @@ mod tests {
         r.header.series_last_observed_ms = Some(1_700_000_090_000);
         assert_eq!(Record::decode(&r.encode()).unwrap(), r);
         assert_eq!(r.header.occurrences(), 9);
+    }
+
+    #[test]
+    fn a_state_slot_round_trips_and_a_torn_one_is_ignored() {
+        let state = JournalState {
+            generation: 7,
+            head: 221,
+            shipped: 150,
+            resume_rv: 2019,
+            shipped_rv: 1999,
+            shipped_time_ms: 1_700_000_000_000,
+            epoch: 3,
+            damaged: true,
+        };
+        let slot = state.encode();
+        assert_eq!(JournalState::decode(&slot), Some(state));
+        let older = JournalState {
+            generation: 6,
+            ..state
+        };
+        let mut file = [older.encode(), slot].concat();
+        assert_eq!(
+            JournalState::read(&file),
+            Some(state),
+            "the later generation"
+        );
+        file[JournalState::SLOT + 20] ^= 1;
+        assert_eq!(
+            JournalState::read(&file),
+            Some(older),
+            "a torn slot is passed over"
+        );
+        assert_eq!(JournalState::read(&[]), None);
     }
 
     #[test]

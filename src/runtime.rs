@@ -8,11 +8,13 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin;
+use crate::backoff::Backoff;
 use crate::config::Settings;
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Journal, JournalError, JournalSettings, open_or_recover};
 use crate::leader::term::{Leader, TermError, TermSettings};
 use crate::leader::{Duties, Elector, Timing, TokenMirror};
 use crate::metrics::Metrics;
+use crate::record::Gap;
 use crate::ship::{Shipper, Shipping};
 use crate::sinks::datadog::{EventsSink, Intake, LogsSink, Output};
 use crate::watch::{KubeEvents, WatchSettings, Watcher};
@@ -38,16 +40,11 @@ pub enum RunError {
 
 /// Runs evrelay until `shutdown` is cancelled.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), RunError> {
-    let opening = std::time::Instant::now();
-    tracing::info!(data_dir = %settings.journal.data_dir.display(), "opening the journal");
-    let journal = Journal::open(&settings.journal)?;
-    tracing::info!(path = %journal.path().display(), records = journal.len(), took = ?opening.elapsed(), "journal open");
-    let client = crate::apiserver::client().await?;
-    let intake = Intake::new(&settings.datadog, settings.ship.request_timeout)?;
     let metrics = Metrics::new();
-    let shipper = shipper(&settings, journal.clone(), intake.clone(), metrics.clone());
-
     let stop = CancellationToken::new();
+    // The endpoint answers from the start: a slow open (recovery, a migration, a
+    // slow volume) is "starting", not dead.
+    let status = admin::State::starting(metrics.clone());
     let admin = match settings.admin.listen {
         Some(address) => {
             let listener = tokio::net::TcpListener::bind(address)
@@ -55,11 +52,26 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
                 .map_err(|source| RunError::Admin { address, source })?;
             let address = listener.local_addr().unwrap_or(address);
             tracing::info!(%address, "serving /metrics, /healthz, /readyz");
-            let state = admin::State::new(journal.clone(), metrics.clone(), Some(shipper.clone()));
-            Some(tokio::spawn(admin::serve(listener, state, stop.clone())))
+            Some(tokio::spawn(admin::serve(
+                listener,
+                status.clone(),
+                stop.clone(),
+            )))
         }
         None => None,
     };
+    let Some(journal) = open_journal(&settings.journal, &status, &metrics, &shutdown).await? else {
+        stop.cancel();
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
+        return Ok(());
+    };
+    let client = crate::apiserver::client().await?;
+    let intake = Intake::new(&settings.datadog, settings.ship.request_timeout)?;
+    let shipper = shipper(&settings, journal.clone(), intake.clone(), metrics.clone());
+    status.opened(journal.clone(), Some(shipper.clone()));
+    let heartbeat = tokio::spawn(status.clone().heartbeat(stop.clone()));
     let housekeeping = tokio::spawn(crate::journal::housekeeping(
         journal.clone(),
         settings.journal.clone(),
@@ -106,13 +118,69 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
 
     stop.cancel();
     let _ = housekeeping.await;
+    let _ = heartbeat.await;
     if let Some(admin) = admin {
         let _ = admin.await;
     }
-    journal.sync()?;
+    journal.checkpoint()?;
     result?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Opens the journal, setting a damaged one aside (`journal/recover.rs`). A disk
+/// that refuses (read-only, full, failing) is waited out with a backoff, not
+/// crashed on: a restart would find it the same, and nothing is moved aside for
+/// it. `None` on shutdown.
+async fn open_journal(
+    settings: &JournalSettings,
+    status: &admin::State,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> Result<Option<Journal>, RunError> {
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    let mut last_error = String::new();
+    loop {
+        let opening = std::time::Instant::now();
+        tracing::info!(data_dir = %settings.data_dir.display(), "opening the journal");
+        status.set_starting("starting: opening the journal");
+        let s = settings.clone();
+        let opened = tokio::task::spawn_blocking(move || open_or_recover(&s))
+            .await
+            .map_err(|e| JournalError::Task(e.to_string()))?;
+        match opened {
+            Ok((journal, recovery)) => {
+                tracing::info!(path = %journal.path().display(), records = journal.len(), took = ?opening.elapsed(), "journal open");
+                if let Some(r) = recovery {
+                    metrics.gap(Gap::JournalDamaged);
+                    let moved_to = r.moved_to.display();
+                    tracing::error!(
+                        why = %r.reason,
+                        %moved_to,
+                        resumed_from = r.resumed_from.as_ref().map_or("(the mirror's token, or a fresh list)", |t| t.resource_version.as_str()),
+                        last_known_head = r.last_known.map(|s| s.head),
+                        "the journal was damaged: set aside (inspect it with `evrelay dump --data-dir {moved_to}`), a fresh journal took its place; events between the last shipped-through token and the damage may be missing or sent twice (gap recorded)"
+                    );
+                }
+                return Ok(Some(journal));
+            }
+            Err(e) if e.is_unwritable() => {
+                let message = e.to_string();
+                if message != last_error {
+                    tracing::error!(error = %e, "the journal cannot be opened: the disk refuses it (nothing is set aside for that); retrying");
+                    last_error = message;
+                }
+                status.set_starting(format!(
+                    "starting: the journal cannot be opened ({e}); retrying"
+                ));
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(backoff.wait()) => {}
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// The shipper of the configured Datadog output.

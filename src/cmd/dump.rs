@@ -10,7 +10,10 @@ use crate::sinks::datadog::SINK_NAME;
 pub fn run(args: DumpArgs) -> Result<(), super::Error> {
     let source = match &args.admin {
         Some(url) => Source::Admin(url.clone()),
-        None => Source::Journal(super::open_journal(args.data_dir.clone())?, SINK_NAME),
+        None => Source::Journal(
+            super::open_journal(args.data_dir.clone(), false)?,
+            SINK_NAME,
+        ),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

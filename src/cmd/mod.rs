@@ -46,13 +46,19 @@ pub enum Error {
 }
 
 /// Opens the journal in `data_dir` (else `EVRELAY_DATA_DIR`, else the default) for
-/// a command that needs no API key: only the journal's place.
-fn open_journal(data_dir: Option<PathBuf>) -> Result<Journal, JournalError> {
+/// a command that needs no API key: only the journal's place. `verified`: refuse
+/// a journal that is not what its state file says (`dump` reads it anyway, and
+/// says so in `--meta`'s `check`, so a damaged journal set aside can be read).
+fn open_journal(data_dir: Option<PathBuf>, verified: bool) -> Result<Journal, JournalError> {
     let mut settings = JournalSettings::default();
     if let Some(dir) = data_dir.or_else(|| std::env::var_os("EVRELAY_DATA_DIR").map(Into::into)) {
         settings.data_dir = dir;
     }
-    Journal::open(&settings)
+    if verified {
+        Journal::open(&settings)
+    } else {
+        Journal::open_unverified(&settings)
+    }
 }
 
 /// A multi-threaded runtime for the daemon and replays.

@@ -25,7 +25,7 @@ pub fn run(
         if let Some(base) = &args.admin {
             return through_admin(base, window, args.dry_run, &mut out).await;
         }
-        let journal = super::open_journal(args.data_dir.clone())?;
+        let journal = super::open_journal(args.data_dir.clone(), true)?;
         if args.dry_run {
             let lines = crate::dump::lines(&journal, SINK_NAME, &Filter::replayed(window))?;
             crate::dump::print(&lines, Format::Json, &mut out)?;

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::ops::Bound;
 
 use super::store::{Batch, Tree};
-use super::{CapOutcome, Journal, JournalError, META_RECORD_BYTES, META_RECORD_COUNT, META_TOKEN};
+use super::{
+    CapOutcome, Journal, JournalError, META_HEAD, META_RECORD_BYTES, META_RECORD_COUNT, META_TOKEN,
+};
 use crate::delivery;
 use crate::record::{Record, RecordKind, ResumeToken, SeenBucket};
 
@@ -33,6 +35,7 @@ impl Journal {
         token: Option<&ResumeToken>,
     ) -> Result<AppendOutcome, JournalError> {
         let mut next_seq = self.writer();
+        self.ready(&mut next_seq)?;
         let mut outcome = self.append_locked(&mut next_seq, records, token)?;
         outcome.cap = self.enforce_cap(&mut next_seq)?;
         if outcome.cap != CapOutcome::default() {
@@ -43,6 +46,7 @@ impl Journal {
         if outcome.journaled > 0 {
             self.inner.head.send_replace(outcome.head);
         }
+        self.save_state(false)?;
         Ok(outcome)
     }
 
@@ -92,13 +96,14 @@ impl Journal {
             let count = self.meta_u64(META_RECORD_COUNT)?;
             let count = count + outcome.journaled as u64;
             batch.insert(Tree::Meta, META_RECORD_COUNT, count.to_be_bytes());
+            batch.insert(Tree::Meta, META_HEAD, (seq - 1).to_be_bytes());
         }
         if let Some(token) = token {
             batch.insert(Tree::Meta, META_TOKEN, token.encode());
             batch.insert(Tree::Tokens, (seq - 1).to_be_bytes(), token.encode());
         }
         if !batch.is_empty() {
-            store.apply(batch)?;
+            self.apply(batch)?;
         }
         outcome.head = seq - 1;
         *next_seq = seq;
@@ -108,13 +113,13 @@ impl Journal {
     /// Records a resume token that carries no events (a bookmark). Not synced on its
     /// own: losing it only means resuming from an earlier, still valid token.
     pub fn set_token(&self, token: &ResumeToken) -> Result<(), JournalError> {
-        let next_seq = self.writer();
+        let mut next_seq = self.writer();
+        self.ready(&mut next_seq)?;
         let head = *next_seq - 1;
         let mut batch = Batch::default();
         batch.insert(Tree::Meta, META_TOKEN, token.encode());
         batch.insert(Tree::Tokens, head.to_be_bytes(), token.encode());
-        self.store().apply(batch)?;
-        Ok(())
+        self.apply(batch)
     }
 
     /// Forgets, from the dedup index, occurrences journaled before `before_ms`.
@@ -130,7 +135,8 @@ impl Journal {
         for first in (0..1u32 << 16).step_by(CHUNK as usize) {
             let from = (first as u16).to_be_bytes();
             let to = ((first + CHUNK - 1) as u16).to_be_bytes();
-            let _writer = self.writer();
+            let mut next_seq = self.writer();
+            self.ready(&mut next_seq)?;
             let mut batch = Batch::default();
             let range = self.store().range(
                 Tree::SeenBuckets,
@@ -149,7 +155,7 @@ impl Journal {
                 forgotten += gone;
             }
             if !batch.is_empty() {
-                self.store().apply(batch)?;
+                self.apply(batch)?;
             }
         }
         Ok(forgotten)

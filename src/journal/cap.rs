@@ -1,5 +1,6 @@
 //! The byte cap: the journal never holds more than `max_bytes` of records; and
-//! retention by age for shipped records.
+//! retention by age for shipped records. (What the store takes on disk for them is
+//! bounded by compaction, `compact.rs`.)
 //!
 //! Past the cap, records are removed oldest first. The oldest records are the
 //! shipped ones (the cursor only moves forward over a prefix), so shipped records go
@@ -90,7 +91,8 @@ impl Journal {
     /// Removes shipped records received before `before_ms` (retention by age), oldest
     /// first, stopping at the first pending or newer record. Returns how many.
     pub fn expire_shipped(&self, before_ms: i64) -> Result<u64, JournalError> {
-        let _writer = self.writer();
+        let mut next_seq = self.writer();
+        self.ready(&mut next_seq)?;
         let shipped = self.min_shipped_through()?;
         let mut victims = Vec::new();
         let mut freed = 0u64;
@@ -137,11 +139,11 @@ impl Journal {
             let new = self.meta_u64(key)?.saturating_add_signed(delta);
             batch.insert(Tree::Meta, key, new.to_be_bytes());
         }
-        Ok(self.store().apply(batch)?)
+        self.apply(batch)
     }
 
     /// The lowest shipped-through cursor over all sinks (0 when there is none).
-    fn min_shipped_through(&self) -> Result<u64, JournalError> {
+    pub(super) fn min_shipped_through(&self) -> Result<u64, JournalError> {
         let prefix = META_SHIPPED_PREFIX.as_bytes();
         let mut min: Option<u64> = None;
         let range = self

@@ -41,9 +41,12 @@
 
 mod append;
 mod cap;
+mod compact;
 mod housekeeping;
 mod migrate;
+mod recover;
 mod sled_store;
+mod state;
 pub mod store;
 mod term;
 #[cfg(test)]
@@ -51,15 +54,19 @@ pub(crate) mod testing;
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use crate::record::{DeadLetter, Record, RecordError, ResumeToken};
 pub use append::AppendOutcome;
 pub use cap::CapOutcome;
+pub use compact::{COMPACT_AT, Compaction};
 pub use housekeeping::housekeeping;
+pub use recover::{Recovery, open_or_recover};
+pub use state::{SLOW_SYNC, SyncStats};
 use store::{Batch, Store, StoreError, Tree};
 pub use term::TermStart;
 
@@ -86,6 +93,10 @@ const META_DROPPED_STALE: &[u8] = b"dropped_stale";
 const META_PROBE: &[u8] = b"health_probe";
 /// The leadership [`Term`](crate::record::Term) the journal was last written under.
 const META_TERM: &[u8] = b"term";
+/// The highest sequence number ever journaled, kept in every append: the records
+/// themselves may all be gone (retention), and sequence numbers must not restart
+/// below a cursor.
+const META_HEAD: &[u8] = b"head";
 
 /// The store's directory inside the data dir.
 const STORE_DIR: &str = "journal";
@@ -149,6 +160,66 @@ pub enum JournalError {
     /// A journal call died before it finished (a bug: it panicked).
     #[error("a journal call did not finish: {0}")]
     Task(String),
+    /// The store opened, but shorter or older than the state file says it was:
+    /// what was written after the damage is gone.
+    #[error("journal at {path} is damaged: {detail}")]
+    Damaged { path: PathBuf, detail: String },
+    /// The state file (`state.rs`) could not be read or written.
+    #[error("journal state file {path}: {source}")]
+    State {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Compacting (or finishing an interrupted compaction) failed on the
+    /// filesystem.
+    #[error("compacting the journal at {path}: {source}")]
+    Compact {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Moving a damaged journal aside failed.
+    #[error("moving the damaged journal {path} aside: {source}")]
+    MoveAside {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl JournalError {
+    /// Whether the journal's files are damaged (an open can start over beside
+    /// them), as opposed to unreachable (locked, read-only, full).
+    pub fn is_damage(&self) -> bool {
+        match self {
+            JournalError::Damaged { .. } => true,
+            JournalError::Store(e) => e.is_damage(),
+            _ => false,
+        }
+    }
+
+    /// Whether the disk refuses writes for now (full, read-only, failing I/O):
+    /// nothing is acknowledged, and a later try may succeed.
+    pub fn is_unwritable(&self) -> bool {
+        matches!(
+            self,
+            JournalError::Store(StoreError::Io { .. })
+                | JournalError::State { .. }
+                | JournalError::Compact { .. }
+        )
+    }
+
+    /// The operating system's error, where there is one (ENOSPC, EROFS, …).
+    pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
+        match self {
+            JournalError::Store(e) => e.io_kind(),
+            JournalError::State { source, .. } | JournalError::Compact { source, .. } => {
+                Some(source.kind())
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A record read back with its sequence number. The record is an error where its
@@ -176,33 +247,89 @@ pub struct Journal {
 
 struct Inner {
     path: PathBuf,
-    store: Box<dyn Store>,
+    /// Replaced by a fresh open after a write failed (see [`Journal::ready`]).
+    store: RwLock<Arc<dyn Store>>,
+    /// How to open the store again; `None` for stores that cannot be reopened.
+    reopen: Option<Reopen>,
+    /// A write or sync failed: the store may be poisoned (sled keeps a failed
+    /// write's error for every later call) and is reopened before the next write.
+    failed: AtomicBool,
+    /// The state file, outside the store (`state.rs`); `None` in tests in memory.
+    /// Shared with the store's [`state::DamageWatch`], which marks it damaged.
+    state: state::Shared,
+    /// The first error of the writes failing now; `None` while writes succeed.
+    unwritable: Mutex<Option<String>>,
     max_bytes: u64,
     /// Held for every write, so writes are serial. Holds the next sequence number.
     writer: Mutex<u64>,
     /// The highest journaled sequence number, for the shipper to wait on.
     head: watch::Sender<u64>,
+    syncs: SyncStats,
+    /// Bytes on disk the last compaction left (0: none yet).
+    compacted_to: AtomicU64,
 }
 
+/// Opens a store in a directory: the journal's again after a failure, or a new
+/// one to compact into (`compact.rs`).
+type Reopen = Box<dyn Fn(&Path) -> Result<Arc<dyn Store>, StoreError> + Send + Sync>;
+
 impl Journal {
-    /// Opens (creating if needed) the journal under `settings.data_dir`.
+    /// Opens (creating if needed) the journal under `settings.data_dir`, and
+    /// checks it against its state file: a journal that came back shorter or older
+    /// than it was is [`JournalError::Damaged`]. `evrelay run` opens through
+    /// [`open_or_recover`], which sets a damaged journal aside.
     pub fn open(settings: &JournalSettings) -> Result<Self, JournalError> {
-        let path = settings.data_dir.join(STORE_DIR);
-        let store = sled_store::SledStore::open(&path, settings.cache_capacity_bytes).map_err(
-            |e| match e {
-                StoreError::Locked(path) => JournalError::Locked(path),
-                other => other.into(),
-            },
-        )?;
-        Self::with_store(Box::new(store), path, settings.max_bytes)
+        let journal = Self::open_unverified(settings)?;
+        journal.verify()?;
+        Ok(journal)
     }
 
-    /// The journal kept in `store` (`path` names it in messages): migrated to this
-    /// build's schema, durable on return.
+    /// Opens the journal without checking it against its state file: for
+    /// inspecting one (`evrelay dump`), damaged or not. A panic inside the store
+    /// (sled panics on some damaged files) is returned as damage.
+    pub fn open_unverified(settings: &JournalSettings) -> Result<Self, JournalError> {
+        recover::unpanicked(&settings.data_dir.join(STORE_DIR), || {
+            Self::open_store(settings)
+        })
+    }
+
+    fn open_store(settings: &JournalSettings) -> Result<Self, JournalError> {
+        compact::finish_interrupted(&settings.data_dir)?;
+        let path = settings.data_dir.join(STORE_DIR);
+        let cache = settings.cache_capacity_bytes;
+        let state = state::shared(Some(state::StateFile::open(&settings.data_dir)?));
+        let open = {
+            let state = state.clone();
+            move |at: &Path| -> Result<Arc<dyn Store>, StoreError> {
+                let store: Arc<dyn Store> = Arc::new(sled_store::SledStore::open(at, cache)?);
+                Ok(state::DamageWatch::wrap(store, state.clone()))
+            }
+        };
+        let store = open(&path).map_err(|e| match e {
+            StoreError::Locked(path) => JournalError::Locked(path),
+            other => other.into(),
+        })?;
+        Self::build(store, path, settings.max_bytes, Some(Box::new(open)), state)
+    }
+
+    /// The journal kept in `store` (`path` names it in messages), with no state
+    /// file and no reopening: for tests.
+    #[cfg(test)]
     pub(crate) fn with_store(
         store: Box<dyn Store>,
         path: PathBuf,
         max_bytes: u64,
+    ) -> Result<Self, JournalError> {
+        Self::build(Arc::from(store), path, max_bytes, None, state::shared(None))
+    }
+
+    /// Migrated to this build's schema, durable on return.
+    fn build(
+        store: Arc<dyn Store>,
+        path: PathBuf,
+        max_bytes: u64,
+        reopen: Option<Reopen>,
+        state: state::Shared,
     ) -> Result<Self, JournalError> {
         match store.get(Tree::Meta, META_SCHEMA)? {
             None => {
@@ -218,15 +345,21 @@ impl Journal {
                 migrate::run(store.as_ref(), found)?;
             }
         }
-        let last = store.last(Tree::Events)?.map_or(0, |(k, _)| seq_of(&k));
+        let last = durable_head(store.as_ref())?;
         let (head, _) = watch::channel(last);
         let journal = Journal {
             inner: Arc::new(Inner {
                 path,
-                store,
+                store: RwLock::new(store),
+                reopen,
+                failed: AtomicBool::new(false),
+                state,
+                unwritable: Mutex::new(None),
                 max_bytes,
                 writer: Mutex::new(last + 1),
                 head,
+                syncs: SyncStats::default(),
+                compacted_to: AtomicU64::new(0),
             }),
         };
         journal.sync()?;
@@ -251,8 +384,88 @@ impl Journal {
         &self.inner.path
     }
 
-    fn store(&self) -> &dyn Store {
-        self.inner.store.as_ref()
+    fn store(&self) -> Arc<dyn Store> {
+        self.inner
+            .store
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Applies a batch; a failure marks the store for reopening.
+    fn apply(&self, batch: Batch) -> Result<(), JournalError> {
+        match self.store().apply(batch) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.failing(e)),
+        }
+    }
+
+    /// Takes note of a failed write: the store is reopened before the next one,
+    /// and the first error of the streak is kept ([`Journal::write_failure`]).
+    fn failing(&self, e: StoreError) -> JournalError {
+        if matches!(e, StoreError::Io { .. }) {
+            self.inner.failed.store(true, Ordering::Release);
+        }
+        let e = JournalError::from(e);
+        self.write_failed(&e);
+        e
+    }
+
+    fn write_failed(&self, e: &JournalError) {
+        let mut first = self.unwritable();
+        if first.is_none() {
+            tracing::error!(error = %e, path = %self.path().display(), "the journal cannot write: nothing new is acknowledged until it can (the watch holds its position and retries)");
+            *first = Some(e.to_string());
+        }
+    }
+
+    fn wrote(&self) {
+        let mut first = self.unwritable();
+        if let Some(was) = first.take() {
+            tracing::info!(after = %was, "the journal writes again");
+        }
+    }
+
+    fn unwritable(&self) -> MutexGuard<'_, Option<String>> {
+        self.inner
+            .unwritable
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The first error of the writes failing now (a full, read-only or failing
+    /// disk); `None` while the journal writes.
+    pub fn write_failure(&self) -> Option<String> {
+        self.unwritable().clone()
+    }
+
+    /// Before a write: if an earlier write failed, opens the store again (sled
+    /// keeps a failed write's error for every later call) and takes up the head it
+    /// finds. The caller holds the writer lock.
+    fn ready(&self, next_seq: &mut u64) -> Result<(), JournalError> {
+        if !self.inner.failed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let Some(reopen) = &self.inner.reopen else {
+            self.inner.failed.store(false, Ordering::Release);
+            return Ok(());
+        };
+        let mut slot = self
+            .inner
+            .store
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The old store goes first: it holds the directory's lock.
+        *slot = Arc::new(store::Unavailable);
+        let store = reopen(self.path()).map_err(|e| self.failing(e))?;
+        let last = durable_head(store.as_ref())?;
+        *slot = store;
+        drop(slot);
+        *next_seq = last + 1;
+        self.inner.head.send_replace(last);
+        self.inner.failed.store(false, Ordering::Release);
+        tracing::info!(head = last, "journal reopened after a failed write");
+        Ok(())
     }
 
     /// The write lock, holding the next sequence number.
@@ -319,7 +532,8 @@ impl Journal {
         dead_letters: &[(u64, DeadLetter)],
     ) -> Result<(), JournalError> {
         {
-            let _writer = self.writer();
+            let mut next_seq = self.writer();
+            self.ready(&mut next_seq)?;
             let key = shipped_key(sink);
             let old = self.meta_u64(key.as_bytes())?;
             let mut batch = Batch::default();
@@ -327,10 +541,11 @@ impl Journal {
             for (seq, letter) in dead_letters {
                 batch.insert(Tree::Dead, seq.to_be_bytes(), letter.encode());
             }
-            self.store().apply(batch)?;
+            self.apply(batch)?;
             self.prune_tokens(seq)?;
         }
-        self.sync()
+        self.sync()?;
+        self.save_state(false)
     }
 
     /// Why the record at `seq` was dead-lettered, if it was.
@@ -380,7 +595,7 @@ impl Journal {
         Ok(out)
     }
 
-    fn entries_after(&self, after: u64) -> store::Entries<'_> {
+    fn entries_after(&self, after: u64) -> store::Entries {
         let from = (after + 1).to_be_bytes();
         self.store()
             .range(Tree::Events, Bound::Included(&from), Bound::Unbounded)
@@ -423,6 +638,11 @@ impl Journal {
         Ok(self.store().size_on_disk()?)
     }
 
+    /// The highest sequence number the store holds or has held, read from it.
+    fn durable_head(&self) -> Result<u64, JournalError> {
+        Ok(durable_head(self.store().as_ref())?)
+    }
+
     /// The highest journaled sequence number (0: none yet).
     pub fn head(&self) -> u64 {
         *self.inner.head.borrow()
@@ -443,17 +663,41 @@ impl Journal {
     pub fn probe(&self) -> Result<(), JournalError> {
         let now = jiff::Timestamp::now().as_millisecond();
         {
-            let _writer = self.writer();
+            let mut next_seq = self.writer();
+            self.ready(&mut next_seq)?;
             let mut batch = Batch::default();
             batch.insert(Tree::Meta, META_PROBE, now.to_be_bytes());
-            self.store().apply(batch)?;
+            self.apply(batch)?;
         }
-        self.sync()
+        self.sync()?;
+        self.save_state(false)
     }
 
-    /// Makes everything written so far durable, down to the device.
+    /// Makes everything durable and records it in the state file: for a clean
+    /// stop, so that the next open checks against the very end.
+    pub fn checkpoint(&self) -> Result<(), JournalError> {
+        self.sync()?;
+        self.save_state(true)
+    }
+
+    /// Makes everything written so far durable, down to the device. Its duration
+    /// is kept ([`Journal::sync_stats`]).
     pub fn sync(&self) -> Result<(), JournalError> {
-        Ok(self.store().sync()?)
+        let started = Instant::now();
+        let result = self.store().sync();
+        self.inner.syncs.record(started.elapsed());
+        match result {
+            Ok(()) => {
+                self.wrote();
+                Ok(())
+            }
+            Err(e) => Err(self.failing(e)),
+        }
+    }
+
+    /// How long syncs take: the last, and how many were slow.
+    pub fn sync_stats(&self) -> &SyncStats {
+        &self.inner.syncs
     }
 }
 
@@ -466,6 +710,14 @@ fn stored(key: &[u8], value: &[u8]) -> StoredRecord {
         seq: seq_of(key),
         record: Record::decode(value),
     }
+}
+
+/// The highest sequence number the store has journaled: its last record, or the
+/// recorded head if that is higher (the records after it were removed).
+fn durable_head(store: &dyn Store) -> Result<u64, StoreError> {
+    let last = store.last(Tree::Events)?.map_or(0, |(k, _)| seq_of(&k));
+    let recorded = store.get(Tree::Meta, META_HEAD)?.map_or(0, |v| seq_of(&v));
+    Ok(last.max(recorded))
 }
 
 fn seq_of(bytes: &[u8]) -> u64 {

@@ -124,17 +124,18 @@ impl Store for SledStore {
         Ok(value.map(|v| v.to_vec()))
     }
 
-    fn range(&self, tree: Tree, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Entries<'_> {
+    fn range(&self, tree: Tree, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Entries {
         let tree = match self.tree(tree) {
             Ok(t) => t,
             Err(e) => return Box::new(std::iter::once(Err(e))),
         };
         let owned = |b: Bound<&[u8]>| b.map(<[u8]>::to_vec);
+        let path = self.path.clone();
         Box::new(
             tree.range::<Vec<u8>, _>((owned(from), owned(to)))
-                .map(|item| {
+                .map(move |item| {
                     item.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                        .map_err(|e| self.err("reading", e))
+                        .map_err(|e| convert(&path, "reading", e))
                 }),
         )
     }

@@ -82,8 +82,9 @@ impl Batch {
 /// A key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
-/// Entries in key order, from either end.
-pub type Entries<'a> = Box<dyn DoubleEndedIterator<Item = Result<Entry, StoreError>> + Send + 'a>;
+/// Entries in key order, from either end. They own what they read from: a store
+/// may be replaced (reopened) while an iterator over the old one is still in use.
+pub type Entries = Box<dyn DoubleEndedIterator<Item = Result<Entry, StoreError>> + Send>;
 
 /// Why the store failed. The first error of a failing disk is the one reported.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +107,18 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the store's files are damaged, as opposed to unreachable.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            StoreError::Corrupt { .. } => true,
+            StoreError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ),
+            StoreError::Locked(_) => false,
+        }
+    }
+
     /// The operating system's error, where there is one (ENOSPC, EROFS, …).
     pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
         match self {
@@ -124,7 +137,7 @@ pub trait Store: Send + Sync + 'static {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// The entries with keys between `from` and `to`.
-    fn range(&self, tree: Tree, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Entries<'_>;
+    fn range(&self, tree: Tree, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Entries;
 
     /// Applies every write of `batch`, or none of them.
     fn apply(&self, batch: Batch) -> Result<(), StoreError>;
@@ -147,12 +160,53 @@ pub trait Store: Send + Sync + 'static {
 
 impl dyn Store {
     /// Every entry of a tree.
-    pub fn iter(&self, tree: Tree) -> Entries<'_> {
+    pub fn iter(&self, tree: Tree) -> Entries {
         self.range(tree, Bound::Unbounded, Bound::Unbounded)
     }
 
     /// The entry with the highest key.
     pub fn last(&self, tree: Tree) -> Result<Option<Entry>, StoreError> {
         self.iter(tree).next_back().transpose()
+    }
+}
+
+/// A store in the gap between closing a failed store and opening it again: every
+/// call fails. Nothing reaches it but a reader racing the reopen.
+pub(super) struct Unavailable;
+
+impl Unavailable {
+    fn error() -> StoreError {
+        StoreError::Io {
+            what: "reopening",
+            path: PathBuf::new(),
+            source: std::io::Error::other("the journal is being reopened"),
+        }
+    }
+}
+
+impl Store for Unavailable {
+    fn get(&self, _: Tree, _: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Err(Self::error())
+    }
+    fn range(&self, _: Tree, _: Bound<&[u8]>, _: Bound<&[u8]>) -> Entries {
+        Box::new(std::iter::once(Err(Self::error())))
+    }
+    fn apply(&self, _: Batch) -> Result<(), StoreError> {
+        Err(Self::error())
+    }
+    fn clear(&self, _: Tree) -> Result<(), StoreError> {
+        Err(Self::error())
+    }
+    fn has_tree(&self, _: Tree) -> Result<bool, StoreError> {
+        Err(Self::error())
+    }
+    fn drop_tree(&self, _: Tree) -> Result<(), StoreError> {
+        Err(Self::error())
+    }
+    fn sync(&self) -> Result<(), StoreError> {
+        Err(Self::error())
+    }
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Err(Self::error())
     }
 }

@@ -41,7 +41,15 @@ impl Journal {
     /// (and at most the rest of the write that cursor stopped in). `None` before the
     /// first delivery.
     pub fn shipped_token(&self, sinks: &[&str]) -> Result<Option<ResumeToken>, JournalError> {
-        let through = self.lowest_shipped_through(sinks)?.to_be_bytes();
+        self.token_at_or_below(self.lowest_shipped_through(sinks)?)
+    }
+
+    /// The newest token filed at or below sequence `through`.
+    pub(super) fn token_at_or_below(
+        &self,
+        through: u64,
+    ) -> Result<Option<ResumeToken>, JournalError> {
+        let through = through.to_be_bytes();
         let newest = self
             .store()
             .range(Tree::Tokens, Bound::Unbounded, Bound::Included(&through))
@@ -71,7 +79,7 @@ impl Journal {
             batch.remove(Tree::Tokens, k);
         }
         if !batch.is_empty() {
-            store.apply(batch)?;
+            self.apply(batch)?;
         }
         Ok(())
     }
@@ -87,12 +95,14 @@ impl Journal {
     ) -> Result<TermStart, JournalError> {
         let Some(token) = adopt else {
             {
-                let _writer = self.writer();
+                let mut next_seq = self.writer();
+                self.ready(&mut next_seq)?;
                 let mut batch = Batch::default();
                 batch.insert(Tree::Meta, META_TERM, term.encode());
-                self.store().apply(batch)?;
+                self.apply(batch)?;
             }
             self.sync()?;
+            self.save_state(true)?;
             return Ok(TermStart::default());
         };
 
@@ -101,6 +111,7 @@ impl Journal {
         // next start and is adopted again.
         let pending_from = self.lowest_shipped_through(sinks)?;
         let mut next_seq = self.writer();
+        self.ready(&mut next_seq)?;
         let head = *next_seq - 1;
         let dropped = head.saturating_sub(pending_from);
         if dropped > 0 {
@@ -118,8 +129,9 @@ impl Journal {
         }
         let head = *next_seq - 1;
         let store = self.store();
-        store.clear(Tree::SeenBuckets)?;
-        store.clear(Tree::Tokens)?;
+        for tree in [Tree::SeenBuckets, Tree::Tokens] {
+            store.clear(tree).map_err(|e| self.failing(e))?;
+        }
 
         let mut batch = Batch::default();
         for sink in sinks {
@@ -139,9 +151,10 @@ impl Journal {
             None => batch.remove(Tree::Meta, META_TOKEN),
         }
         batch.insert(Tree::Meta, META_TERM, term.encode());
-        store.apply(batch)?;
+        self.apply(batch)?;
         drop(next_seq);
         self.sync()?;
+        self.save_state(true)?;
         self.inner.head.send_replace(head);
         Ok(TermStart {
             dropped_stale: dropped,

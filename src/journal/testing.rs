@@ -26,7 +26,7 @@ impl Store for MemoryStore {
         Ok(trees.get(&tree).and_then(|t| t.get(key)).cloned())
     }
 
-    fn range(&self, tree: Tree, from: Bound<&[u8]>, to: Bound<&[u8]>) -> store::Entries<'_> {
+    fn range(&self, tree: Tree, from: Bound<&[u8]>, to: Bound<&[u8]>) -> store::Entries {
         let trees = self.trees.lock().unwrap();
         let owned = |b: Bound<&[u8]>| b.map(<[u8]>::to_vec);
         let entries: Vec<_> = trees
@@ -129,7 +129,7 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.get(tree, key)
     }
 
-    fn range(&self, tree: Tree, from: Bound<&[u8]>, to: Bound<&[u8]>) -> store::Entries<'_> {
+    fn range(&self, tree: Tree, from: Bound<&[u8]>, to: Bound<&[u8]>) -> store::Entries {
         self.inner.range(tree, from, to)
     }
 
@@ -165,7 +165,7 @@ impl<S: Store> Store for std::sync::Arc<S> {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         (**self).get(tree, key)
     }
-    fn range(&self, tree: Tree, from: Bound<&[u8]>, to: Bound<&[u8]>) -> store::Entries<'_> {
+    fn range(&self, tree: Tree, from: Bound<&[u8]>, to: Bound<&[u8]>) -> store::Entries {
         (**self).range(tree, from, to)
     }
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {

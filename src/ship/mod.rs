@@ -136,7 +136,9 @@ impl<S: Sink> Shipper<S> {
             if shutdown.is_cancelled() {
                 return Ok(());
             }
-            let batch = self.next_batch().await?;
+            let Some(batch) = self.next_batch(&shutdown).await? else {
+                return Ok(());
+            };
             if batch.is_empty() {
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
@@ -174,9 +176,14 @@ impl<S: Sink> Shipper<S> {
                 .chain(filtered.iter().copied())
                 .collect();
             let sink = self.sink.name();
-            self.journal
-                .call(move |j| j.mark_shipped(sink, last, &dead))
+            let marked = self
+                .journal_retrying(&shutdown, move |j| j.mark_shipped(sink, last, &dead))
                 .await?;
+            if marked.is_none() {
+                // Shutdown while the disk refused the cursor: the batch is sent
+                // again after the restart (at most this one batch twice).
+                return Ok(());
+            }
             // Counted once the cursor passed them: a batch cut short by shutdown is
             // read again.
             self.metrics.filtered(filtered.len());
@@ -220,16 +227,46 @@ impl<S: Sink> Shipper<S> {
         }
     }
 
-    async fn next_batch(&self) -> Result<Vec<StoredRecord>, ShipError> {
+    /// The next records to send; `None` on shutdown.
+    async fn next_batch(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Vec<StoredRecord>>, ShipError> {
         let (max_events, max_bytes) = (self.settings.max_events, self.settings.max_bytes);
         let sink = self.sink.name();
-        Ok(self
-            .journal
-            .call(move |j| {
-                let through = j.shipped_through(sink)?;
-                j.read_after(through, max_events, max_bytes)
-            })
-            .await?)
+        self.journal_retrying(shutdown, move |j| {
+            let through = j.shipped_through(sink)?;
+            j.read_after(through, max_events, max_bytes)
+        })
+        .await
+    }
+
+    /// A journal call, tried again while the disk refuses it (full, read-only,
+    /// failing: the journal logs it and the admin endpoint reports it); `None` on
+    /// shutdown. Any other journal error stops the shipper.
+    async fn journal_retrying<T, F>(
+        &self,
+        shutdown: &CancellationToken,
+        work: F,
+    ) -> Result<Option<T>, ShipError>
+    where
+        T: Send + 'static,
+        F: Fn(&Journal) -> Result<T, JournalError> + Clone + Send + 'static,
+    {
+        let mut backoff = Backoff::new(FIRST_RETRY, self.settings.max_backoff);
+        loop {
+            match self.journal.call(work.clone()).await {
+                Ok(value) => return Ok(Some(value)),
+                Err(e) if e.is_unwritable() => {
+                    tracing::warn!(error = %e, "the journal refused the shipper; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(None),
+                        _ = tokio::time::sleep(backoff.wait()) => {}
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 }
 

@@ -103,9 +103,13 @@ pub enum State {
     Done,
 }
 
-/// A failure worth retrying: the API server or the network, not the journal.
+/// A failure worth retrying: the API server, the network, or a disk that refuses
+/// writes for now (full, read-only): the position is not advanced, so the retry
+/// asks for the same events again.
 #[derive(Debug, thiserror::Error)]
 enum Transient {
+    #[error("the journal cannot write: {0}")]
+    Journal(JournalError),
     #[error(transparent)]
     Api(ApiError),
     #[error("{what}: {elapsed}")]
@@ -137,7 +141,11 @@ impl From<ApiError> for Failure {
 
 impl From<JournalError> for Failure {
     fn from(e: JournalError) -> Self {
-        Failure::Fatal(e.into())
+        if e.is_unwritable() {
+            Failure::Transient(Transient::Journal(e))
+        } else {
+            Failure::Fatal(e.into())
+        }
     }
 }
 
@@ -321,7 +329,7 @@ impl<A: EventsApi> Watcher<A> {
             // Journal what arrived before any failure, with the token reached.
             let moved = (next != token).then(|| next.clone());
             if let Err(e) = self.commit(records, moved).await {
-                return Err((Failure::Fatal(e), token));
+                return Err((e.into(), token));
             }
             token = next;
             if expired {
@@ -339,7 +347,7 @@ impl<A: EventsApi> Watcher<A> {
         &self,
         records: Vec<Record>,
         token: Option<ResumeToken>,
-    ) -> Result<(), WatchError> {
+    ) -> Result<(), JournalError> {
         if records.is_empty() && token.is_none() {
             return Ok(());
         }
@@ -444,7 +452,7 @@ impl<A: EventsApi> Watcher<A> {
                 for r in &records {
                     newest = newest.max(delivery::token_time(&r.header).unwrap_or(0));
                 }
-                self.commit(records, None).await.map_err(Failure::Fatal)?;
+                self.commit(records, None).await?;
                 match next.filter(|c| !c.is_empty()) {
                     Some(c) => continue_token = Some(c),
                     None => break,
@@ -466,9 +474,7 @@ impl<A: EventsApi> Watcher<A> {
             } else {
                 tracing::info!(pages, listed, resource_version = %token.resource_version, "initial list journaled");
             }
-            self.commit(finish, Some(token.clone()))
-                .await
-                .map_err(Failure::Fatal)?;
+            self.commit(finish, Some(token.clone())).await?;
             return Ok(Some(token));
         }
     }

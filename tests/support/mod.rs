@@ -193,6 +193,7 @@ impl ControlPlane {
             .append(true)
             .open(&log_path)
             .expect("log file");
+        let log_start = log.metadata().map_or(0, |m| m.len());
         let mut cmd = self.evrelay(data_dir);
         cmd.envs(env.iter().copied());
         let child = cmd
@@ -204,6 +205,7 @@ impl ControlPlane {
         Evrelay {
             child: Some(child),
             log_path,
+            log_start,
         }
     }
 
@@ -293,6 +295,9 @@ pub const TEST_API_KEY: &str = "e2e0000test0000key0000dd00000000";
 pub struct Evrelay {
     child: Option<Child>,
     pub log_path: PathBuf,
+    /// Where this process's lines begin in the log (a data dir's log is shared by
+    /// every run on it).
+    log_start: u64,
 }
 
 impl Evrelay {
@@ -328,6 +333,13 @@ impl Evrelay {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// This process's lines of the log.
+    pub fn own_log(&self) -> String {
+        let all = std::fs::read(&self.log_path).unwrap_or_default();
+        let start = (self.log_start as usize).min(all.len());
+        String::from_utf8_lossy(&all[start..]).into_owned()
+    }
+
     /// GET on the admin endpoint: status and body.
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
         let url = format!("{}{path}", self.admin_url().await);
@@ -340,7 +352,7 @@ impl Evrelay {
     pub async fn admin_url(&self) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let found = self.log().lines().find_map(|l| {
+            let found = self.own_log().lines().find_map(|l| {
                 l.contains("serving /metrics")
                     .then(|| l.split("address=").nth(1))
                     .flatten()
