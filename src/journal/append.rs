@@ -34,19 +34,17 @@ impl Journal {
         records: &[Record],
         token: Option<&ResumeToken>,
     ) -> Result<AppendOutcome, JournalError> {
-        let mut next_seq = self.writer();
-        self.ready(&mut next_seq)?;
-        let mut outcome = self.append_locked(&mut next_seq, records, token)?;
-        outcome.cap = self.enforce_cap(&mut next_seq)?;
-        if outcome.cap != CapOutcome::default() {
-            outcome.head = *next_seq - 1;
-        }
-        drop(next_seq);
-        self.sync()?;
+        let outcome = self.commit(false, |next_seq| {
+            let mut outcome = self.append_locked(next_seq, records, token)?;
+            outcome.cap = self.enforce_cap(next_seq)?;
+            if outcome.cap != CapOutcome::default() {
+                outcome.head = *next_seq - 1;
+            }
+            Ok(outcome)
+        })?;
         if outcome.journaled > 0 {
             self.inner.head.send_replace(outcome.head);
         }
-        self.save_state(false)?;
         Ok(outcome)
     }
 

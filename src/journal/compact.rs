@@ -9,18 +9,20 @@
 //! `max_bytes`, housekeeping copies every tree into `journal.compacting/`, syncs
 //! it, and swaps the directories:
 //!
-//! 1. `journal` → `journal.old`, 2. `journal.compacting` → `journal`, 3. the data
-//!    dir synced, 4. `journal.old` removed.
+//! 0. the copy synced, a marker file written into it, 1. `journal` →
+//!    `journal.old`, 2. `journal.compacting` → `journal`, 3. the data dir synced,
+//!    4. `journal.old` removed, then the marker.
 //!
 //! Writes wait for the copy (it holds the writer lock; at most `max_bytes` of
-//! records and the dedup index). A crash at any step is finished at the next open
-//! ([`finish_interrupted`]): a `journal.compacting` without the swap is removed; a
-//! `journal.old` without a `journal` is renamed back; a `journal.old` beside a
-//! `journal` is removed. The state file is untouched: the facts it records do not
-//! change.
+//! records and the dedup index); the health probe counts a compaction as progress.
+//! A crash at any step is finished at the next open, or the next reopen
+//! ([`finish_interrupted`]): a `journal.compacting` is removed; a `journal.old`
+//! without a `journal` is renamed back; a `journal.old` beside a marked `journal`
+//! is removed. The state file is untouched: the facts it records do not change.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::store::{Batch, Store, Tree, Unavailable};
 use super::{Journal, JournalError, STORE_DIR};
@@ -30,6 +32,9 @@ pub const COMPACT_AT: u64 = 3;
 
 const COMPACTING: &str = "journal.compacting";
 const OLD: &str = "journal.old";
+const DISCARDED: &str = "journal.discarded";
+/// Written into a copy once it is whole and synced.
+const COMPLETE: &str = "evrelay-compaction-complete";
 
 /// A batch of the copy: this many bytes of keys and values.
 const COPY_BATCH_BYTES: usize = 4 << 20;
@@ -50,7 +55,7 @@ impl Journal {
         let floor = self
             .inner
             .compacted_to
-            .load(std::sync::atomic::Ordering::Relaxed)
+            .load(Ordering::Relaxed)
             .saturating_mul(2);
         if size <= (self.inner.max_bytes.saturating_mul(COMPACT_AT)).max(floor) {
             return Ok(None);
@@ -72,46 +77,14 @@ impl Journal {
         let mut next_seq = self.writer();
         self.ready(&mut next_seq)?;
         self.sync()?;
-        let source = self.store();
-        let before_bytes = source.size_on_disk()?;
-        let live = self.path().to_path_buf();
-        let data_dir = live.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let fresh = data_dir.join(COMPACTING);
-        let old = data_dir.join(OLD);
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| JournalError::Compact { path, source }
-        };
-        if fresh.exists() {
-            std::fs::remove_dir_all(&fresh).map_err(io(&fresh))?;
-        }
-        {
-            let target = open(&fresh)?;
-            copy(source.as_ref(), target.as_ref())?;
-            target.sync()?;
-        }
-        drop(source);
-
-        let mut slot = self
-            .inner
-            .store
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *slot = Arc::new(Unavailable);
-        std::fs::rename(&live, &old).map_err(io(&live))?;
-        std::fs::rename(&fresh, &live).map_err(io(&fresh))?;
-        sync_dir(&data_dir).map_err(io(&data_dir))?;
-        let store = open(&live).map_err(|e| self.failing(e))?;
-        *slot = store;
-        drop(slot);
+        self.inner.compacting.store(true, Ordering::Release);
+        let result = self.compact_locked(open);
+        self.inner.compacting.store(false, Ordering::Release);
         drop(next_seq);
-        if let Err(e) = std::fs::remove_dir_all(&old) {
-            tracing::warn!(path = %old.display(), error = %e, "could not remove the journal's old files after compacting");
-        }
-        let after_bytes = self.size_on_disk()?;
+        let (before_bytes, after_bytes) = result?;
         self.inner
             .compacted_to
-            .store(after_bytes, std::sync::atomic::Ordering::Relaxed);
+            .store(after_bytes, Ordering::Relaxed);
         tracing::info!(
             before_bytes,
             after_bytes,
@@ -123,6 +96,66 @@ impl Journal {
             after_bytes,
         })
     }
+
+    /// The copy and the swap; the caller holds the writer lock.
+    fn compact_locked(&self, open: &super::Reopen) -> Result<(u64, u64), JournalError> {
+        let source = self.store();
+        let before_bytes = source.size_on_disk()?;
+        let live = self.path().to_path_buf();
+        let data_dir = live.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let (fresh, old) = (data_dir.join(COMPACTING), data_dir.join(OLD));
+        if fresh.exists() {
+            std::fs::remove_dir_all(&fresh).map_err(io(&fresh))?;
+        }
+        {
+            let target = open(&fresh)?;
+            copy(source.as_ref(), target.as_ref())?;
+            target.sync()?;
+        }
+        drop(source);
+        // The copy is whole and durable: say so inside it, for a crash after the swap.
+        std::fs::File::create(fresh.join(COMPLETE))
+            .and_then(|f| f.sync_all())
+            .map_err(io(&fresh))?;
+        for dir in [fresh.join("blobs"), fresh.clone()] {
+            if dir.exists() {
+                sync_dir(&dir).map_err(io(&dir))?;
+            }
+        }
+
+        // The old store goes first: it holds the directory's lock.
+        self.swap_store(Arc::new(Unavailable));
+        let swapped = std::fs::rename(&live, &old).and_then(|()| {
+            std::fs::rename(&fresh, &live).inspect_err(|_| {
+                // Put the journal back where it was before reporting.
+                let _ = std::fs::rename(&old, &live);
+            })
+        });
+        let synced = sync_dir(&data_dir);
+        if swapped.is_err() {
+            // Never open an empty store in the journal's place: whatever the
+            // renames left, the journal goes back first (or nothing is opened,
+            // and the next write tries again).
+            self.inner.failed.store(true, Ordering::Release);
+            finish_interrupted(&data_dir)?;
+        }
+        let store = open(&live).map_err(|e| self.failing(e))?;
+        self.inner.failed.store(false, Ordering::Release);
+        self.swap_store(store);
+        swapped.map_err(io(&live))?;
+        synced.map_err(io(&data_dir))?;
+        if let Err(e) = std::fs::remove_dir_all(&old) {
+            tracing::warn!(path = %old.display(), error = %e, "could not remove the journal's old files after compacting");
+        } else {
+            let _ = std::fs::remove_file(live.join(COMPLETE));
+        }
+        Ok((before_bytes, self.size_on_disk()?))
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + use<> {
+    let path = path.to_path_buf();
+    move |source| JournalError::Compact { path, source }
 }
 
 /// Copies every tree of `source` into `target`, in batches.
@@ -157,13 +190,22 @@ pub(super) fn finish_interrupted(data_dir: &Path) -> Result<(), JournalError> {
         data_dir.join(COMPACTING),
         data_dir.join(OLD),
     );
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| JournalError::Compact { path, source }
-    };
     if old.exists() {
-        if live.exists() {
+        if live.join(COMPLETE).exists() {
+            // Swapped: the journal is the whole copy; the old files can go.
             std::fs::remove_dir_all(&old).map_err(io(&old))?;
+            let _ = std::fs::remove_file(live.join(COMPLETE));
+        } else if live.exists() {
+            // Not a finished copy in the journal's place (never expected): keep
+            // both, the old one back in place.
+            let discarded = data_dir.join(DISCARDED);
+            tracing::error!(kept = %discarded.display(), "a journal that is not a finished compaction was found beside the one it would replace: the original goes back, the other is kept aside");
+            if discarded.exists() {
+                std::fs::remove_dir_all(&discarded).map_err(io(&discarded))?;
+            }
+            std::fs::rename(&live, &discarded).map_err(io(&live))?;
+            std::fs::rename(&old, &live).map_err(io(&old))?;
+            sync_dir(data_dir).map_err(io(data_dir))?;
         } else {
             tracing::warn!(
                 "a compaction was interrupted before its swap: back to the journal it started from"

@@ -202,12 +202,13 @@ impl JournalError {
     /// Whether the disk refuses writes for now (full, read-only, failing I/O):
     /// nothing is acknowledged, and a later try may succeed.
     pub fn is_unwritable(&self) -> bool {
-        matches!(
-            self,
-            JournalError::Store(StoreError::Io { .. })
-                | JournalError::State { .. }
-                | JournalError::Compact { .. }
-        )
+        !self.is_damage()
+            && matches!(
+                self,
+                JournalError::Store(StoreError::Io { .. })
+                    | JournalError::State { .. }
+                    | JournalError::Compact { .. }
+            )
     }
 
     /// The operating system's error, where there is one (ENOSPC, EROFS, …).
@@ -267,6 +268,8 @@ struct Inner {
     syncs: SyncStats,
     /// Bytes on disk the last compaction left (0: none yet).
     compacted_to: AtomicU64,
+    /// Set while a compaction holds the writer lock.
+    compacting: AtomicBool,
 }
 
 /// Opens a store in a directory: the journal's again after a failure, or a new
@@ -288,12 +291,6 @@ impl Journal {
     /// inspecting one (`evrelay dump`), damaged or not. A panic inside the store
     /// (sled panics on some damaged files) is returned as damage.
     pub fn open_unverified(settings: &JournalSettings) -> Result<Self, JournalError> {
-        recover::unpanicked(&settings.data_dir.join(STORE_DIR), || {
-            Self::open_store(settings)
-        })
-    }
-
-    fn open_store(settings: &JournalSettings) -> Result<Self, JournalError> {
         compact::finish_interrupted(&settings.data_dir)?;
         let path = settings.data_dir.join(STORE_DIR);
         let cache = settings.cache_capacity_bytes;
@@ -305,9 +302,9 @@ impl Journal {
                 Ok(state::DamageWatch::wrap(store, state.clone()))
             }
         };
-        let store = open(&path).map_err(|e| match e {
-            StoreError::Locked(path) => JournalError::Locked(path),
-            other => other.into(),
+        let store = recover::unpanicked(&path, || open(&path)).map_err(|e| match e {
+            JournalError::Store(StoreError::Locked(path)) => JournalError::Locked(path),
+            other => other,
         })?;
         Self::build(store, path, settings.max_bytes, Some(Box::new(open)), state)
     }
@@ -360,6 +357,7 @@ impl Journal {
                 head,
                 syncs: SyncStats::default(),
                 compacted_to: AtomicU64::new(0),
+                compacting: AtomicBool::new(false),
             }),
         };
         journal.sync()?;
@@ -450,22 +448,48 @@ impl Journal {
             self.inner.failed.store(false, Ordering::Release);
             return Ok(());
         };
-        let mut slot = self
-            .inner
-            .store
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // The old store goes first: it holds the directory's lock.
-        *slot = Arc::new(store::Unavailable);
-        let store = reopen(self.path()).map_err(|e| self.failing(e))?;
+        // The old store goes first: it holds the directory's lock. Readers meet
+        // `Unavailable` (retryable) until the new one is in.
+        self.swap_store(Arc::new(store::Unavailable));
+        if let Some(data_dir) = self.path().parent() {
+            compact::finish_interrupted(data_dir)?;
+        }
+        let store = reopen(self.path()).map_err(|e| {
+            // A reader may still hold the old store (and its lock) for a while.
+            let e = match e {
+                StoreError::Locked(path) => StoreError::Io {
+                    what: "reopening",
+                    path,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::WouldBlock,
+                        "the old store is still held by a reader",
+                    ),
+                },
+                other => other,
+            };
+            self.failing(e)
+        })?;
         let last = durable_head(store.as_ref())?;
-        *slot = store;
-        drop(slot);
+        self.swap_store(store);
         *next_seq = last + 1;
         self.inner.head.send_replace(last);
         self.inner.failed.store(false, Ordering::Release);
         tracing::info!(head = last, "journal reopened after a failed write");
         Ok(())
+    }
+
+    /// Puts `store` in place of the current one (the old one is dropped here
+    /// unless a reader still holds it). The caller holds the writer lock.
+    fn swap_store(&self, store: Arc<dyn Store>) {
+        let old = std::mem::replace(
+            &mut *self
+                .inner
+                .store
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            store,
+        );
+        drop(old);
     }
 
     /// The write lock, holding the next sequence number.
@@ -531,9 +555,7 @@ impl Journal {
         seq: u64,
         dead_letters: &[(u64, DeadLetter)],
     ) -> Result<(), JournalError> {
-        {
-            let mut next_seq = self.writer();
-            self.ready(&mut next_seq)?;
+        self.commit(false, |_| {
             let key = shipped_key(sink);
             let old = self.meta_u64(key.as_bytes())?;
             let mut batch = Batch::default();
@@ -542,10 +564,31 @@ impl Journal {
                 batch.insert(Tree::Dead, seq.to_be_bytes(), letter.encode());
             }
             self.apply(batch)?;
-            self.prune_tokens(seq)?;
-        }
-        self.sync()?;
-        self.save_state(false)
+            self.prune_tokens(seq)
+        })
+    }
+
+    /// One durable write. `write` runs under the writer lock (given the next
+    /// sequence number); then the store it wrote to is synced (the same store,
+    /// even if a failure elsewhere has it reopened meanwhile: a sync on a fresh
+    /// store would prove nothing); then the state file records what the write
+    /// left, as read under the lock, so it never claims more than the sync made
+    /// durable. `force_state`: record even if one was recorded under 200 ms ago.
+    pub(super) fn commit<T>(
+        &self,
+        force_state: bool,
+        write: impl FnOnce(&mut u64) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
+        let (value, facts, store) = {
+            let mut next_seq = self.writer();
+            self.ready(&mut next_seq)?;
+            let value = write(&mut next_seq)?;
+            let facts = self.facts_due(force_state)?;
+            (value, facts, self.store())
+        };
+        self.sync_store(&store)?;
+        self.record_facts(facts)?;
+        Ok(value)
     }
 
     /// Why the record at `seq` was dead-lettered, if it was.
@@ -659,32 +702,35 @@ impl Journal {
     }
 
     /// Proves the journal takes a durable write (a health check): writes a probe
-    /// key in `meta` and syncs.
+    /// key in `meta` and syncs. While a compaction holds the writer, that is
+    /// progress enough: the probe returns at once.
     pub fn probe(&self) -> Result<(), JournalError> {
+        if self.inner.compacting.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let now = jiff::Timestamp::now().as_millisecond();
-        {
-            let mut next_seq = self.writer();
-            self.ready(&mut next_seq)?;
+        self.commit(false, |_| {
             let mut batch = Batch::default();
             batch.insert(Tree::Meta, META_PROBE, now.to_be_bytes());
-            self.apply(batch)?;
-        }
-        self.sync()?;
-        self.save_state(false)
+            self.apply(batch)
+        })
     }
 
     /// Makes everything durable and records it in the state file: for a clean
     /// stop, so that the next open checks against the very end.
     pub fn checkpoint(&self) -> Result<(), JournalError> {
-        self.sync()?;
-        self.save_state(true)
+        self.commit(true, |_| Ok(()))
     }
 
     /// Makes everything written so far durable, down to the device. Its duration
     /// is kept ([`Journal::sync_stats`]).
     pub fn sync(&self) -> Result<(), JournalError> {
+        self.sync_store(&self.store())
+    }
+
+    fn sync_store(&self, store: &Arc<dyn Store>) -> Result<(), JournalError> {
         let started = Instant::now();
-        let result = self.store().sync();
+        let result = store.sync();
         self.inner.syncs.record(started.elapsed());
         match result {
             Ok(()) => {
@@ -714,10 +760,21 @@ fn stored(key: &[u8], value: &[u8]) -> StoredRecord {
 
 /// The highest sequence number the store has journaled: its last record, or the
 /// recorded head if that is higher (the records after it were removed).
+/// A cursor never passes the head, so the cursors count too: a journal from before
+/// the head was kept, whose records retention has all removed.
 fn durable_head(store: &dyn Store) -> Result<u64, StoreError> {
     let last = store.last(Tree::Events)?.map_or(0, |(k, _)| seq_of(&k));
     let recorded = store.get(Tree::Meta, META_HEAD)?.map_or(0, |v| seq_of(&v));
-    Ok(last.max(recorded))
+    let prefix = META_SHIPPED_PREFIX.as_bytes();
+    let mut cursors = 0;
+    for entry in store.range(Tree::Meta, Bound::Included(prefix), Bound::Unbounded) {
+        let (key, value) = entry?;
+        if !key.starts_with(prefix) {
+            break;
+        }
+        cursors = cursors.max(seq_of(&value));
+    }
+    Ok(last.max(recorded).max(cursors))
 }
 
 fn seq_of(bytes: &[u8]) -> u64 {

@@ -18,6 +18,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
 use super::state::STATE_FILE;
+use super::store::StoreError;
 use super::{Journal, JournalError, JournalSettings, STORE_DIR};
 use crate::record::{Gap, JournalState, Record, ResumeToken};
 
@@ -72,7 +73,7 @@ pub fn open_or_recover(
         }),
     );
     journal.append(&[gap], resumed_from.as_ref())?;
-    journal.save_state(true)?;
+    journal.checkpoint()?;
     Ok((
         journal,
         Some(Recovery {
@@ -84,22 +85,27 @@ pub fn open_or_recover(
     ))
 }
 
-/// `open`, with a panic taken as damage to the store at `path`.
-pub(super) fn unpanicked(
+/// The store's own `open`, with a panic taken as damage to the store at `path`
+/// (sled panics on some damaged files). Only the store's open: a panic in
+/// evrelay's own code (a migration) is a bug, not damage, and is not caught.
+pub(super) fn unpanicked<T>(
     path: &Path,
-    open: impl FnOnce() -> Result<Journal, JournalError>,
-) -> Result<Journal, JournalError> {
-    std::panic::catch_unwind(AssertUnwindSafe(open)).unwrap_or_else(|panic| {
-        let what = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("(no message)");
-        Err(JournalError::Damaged {
-            path: path.to_path_buf(),
-            detail: format!("the store panicked opening it: {what}"),
-        })
-    })
+    open: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, JournalError> {
+    match std::panic::catch_unwind(AssertUnwindSafe(open)) {
+        Ok(result) => Ok(result?),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            Err(JournalError::Damaged {
+                path: path.to_path_buf(),
+                detail: format!("the store panicked opening it: {what}"),
+            })
+        }
+    }
 }
 
 /// The state file's contents, read without opening anything.
@@ -207,11 +213,11 @@ mod tests {
             assert!(recovery.is_none());
             j.append(&events(5), Some(&token("100"))).unwrap();
             j.mark_shipped("datadog", 5, &[]).unwrap();
-            j.save_state(true).unwrap();
+            j.checkpoint().unwrap();
             // What a store that loses its later writes gives back: this moment.
             copy_dir(&dir.path().join(STORE_DIR), &snapshot);
             j.append(&events(10)[5..], Some(&token("200"))).unwrap();
-            j.save_state(true).unwrap();
+            j.checkpoint().unwrap();
         }
         std::fs::remove_dir_all(dir.path().join(STORE_DIR)).unwrap();
         std::fs::rename(&snapshot, dir.path().join(STORE_DIR)).unwrap();

@@ -5,8 +5,9 @@
 //! written before the damage: older records, an older token, older cursors. Each
 //! commit therefore also records, here, the head sequence, the lowest shipped-through
 //! cursor, the resume token's resourceVersion, the shipped-through token and the
-//! leadership epoch (format: [`JournalState`]). It is written after the store's sync,
-//! so it never claims more than is durable, and at most every
+//! leadership epoch (format: [`JournalState`]). They are read under the writer lock
+//! and written after the sync that makes them durable (`Journal::commit`), so the
+//! file never claims more than is on disk; at most every
 //! [`SAVE_EVERY`] unless a caller forces it, so it costs one small write per group
 //! of commits. An open that finds the store behind it calls the journal damaged
 //! ([`Journal::verify`]).
@@ -156,20 +157,37 @@ impl Journal {
         })
     }
 
-    /// Records what the journal holds in the state file, after a sync; at most
-    /// every [`SAVE_EVERY`] unless `force`.
-    pub(super) fn save_state(&self, force: bool) -> Result<(), JournalError> {
+    /// Under the writer lock, after a write: what the state file should say once
+    /// the write is synced; `None` when no record is due (one was made under
+    /// [`SAVE_EVERY`] ago, unless `force`). Read without the state file's lock
+    /// held: a read that meets damage takes that lock to mark it.
+    pub(super) fn facts_due(&self, force: bool) -> Result<Option<JournalState>, JournalError> {
+        {
+            let guard = self.state_file();
+            let Some(file) = guard.as_ref() else {
+                return Ok(None);
+            };
+            if file.last.is_some_and(|last| last.damaged)
+                || (!force && file.written.is_some_and(|at| at.elapsed() < SAVE_EVERY))
+            {
+                return Ok(None);
+            }
+        }
+        self.facts().map(Some)
+    }
+
+    /// After the sync: records `facts` (from [`Journal::facts_due`]).
+    pub(super) fn record_facts(&self, facts: Option<JournalState>) -> Result<(), JournalError> {
+        let Some(facts) = facts else {
+            return Ok(());
+        };
         let mut guard = self.state_file();
         let Some(file) = guard.as_mut() else {
             return Ok(());
         };
-        if !force && file.written.is_some_and(|at| at.elapsed() < SAVE_EVERY) {
-            return Ok(());
-        }
         if file.last.is_some_and(|last| last.damaged) {
             return Ok(()); // kept until the next open sets the journal aside
         }
-        let facts = self.facts()?;
         if file.last.is_some_and(|last| {
             JournalState {
                 generation: 0,

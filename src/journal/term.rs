@@ -94,15 +94,11 @@ impl Journal {
         sinks: &[&str],
     ) -> Result<TermStart, JournalError> {
         let Some(token) = adopt else {
-            {
-                let mut next_seq = self.writer();
-                self.ready(&mut next_seq)?;
+            self.commit(true, |_| {
                 let mut batch = Batch::default();
                 batch.insert(Tree::Meta, META_TERM, term.encode());
-                self.apply(batch)?;
-            }
-            self.sync()?;
-            self.save_state(true)?;
+                self.apply(batch)
+            })?;
             return Ok(TermStart::default());
         };
 
@@ -110,51 +106,49 @@ impl Journal {
         // term moves last, so a journal that did not finish is still stale at the
         // next start and is adopted again.
         let pending_from = self.lowest_shipped_through(sinks)?;
-        let mut next_seq = self.writer();
-        self.ready(&mut next_seq)?;
-        let head = *next_seq - 1;
-        let dropped = head.saturating_sub(pending_from);
-        if dropped > 0 {
-            let gap = Record::gap(
-                Gap::StaleBacklogDropped,
-                serde_json::json!({
-                    "first_seq": pending_from + 1,
-                    "last_seq": head,
-                    "records": dropped,
-                    "epoch": term.epoch,
-                    "resumed_from": token.map(|t| t.resource_version.as_str()),
-                }),
-            );
-            self.append_locked(&mut next_seq, &[gap], None)?;
-        }
-        let head = *next_seq - 1;
-        let store = self.store();
-        for tree in [Tree::SeenBuckets, Tree::Tokens] {
-            store.clear(tree).map_err(|e| self.failing(e))?;
-        }
-
-        let mut batch = Batch::default();
-        for sink in sinks {
-            batch.insert(Tree::Meta, shipped_key(sink).as_bytes(), head.to_be_bytes());
-        }
-        let before = self.meta_u64(META_DROPPED_STALE)?;
-        batch.insert(
-            Tree::Meta,
-            META_DROPPED_STALE,
-            (before + dropped).to_be_bytes(),
-        );
-        match token {
-            Some(token) => {
-                batch.insert(Tree::Meta, META_TOKEN, token.encode());
-                batch.insert(Tree::Tokens, head.to_be_bytes(), token.encode());
+        let (dropped, head) = self.commit(true, |next_seq| {
+            let head = *next_seq - 1;
+            let dropped = head.saturating_sub(pending_from);
+            if dropped > 0 {
+                let gap = Record::gap(
+                    Gap::StaleBacklogDropped,
+                    serde_json::json!({
+                        "first_seq": pending_from + 1,
+                        "last_seq": head,
+                        "records": dropped,
+                        "epoch": term.epoch,
+                        "resumed_from": token.map(|t| t.resource_version.as_str()),
+                    }),
+                );
+                self.append_locked(next_seq, &[gap], None)?;
             }
-            None => batch.remove(Tree::Meta, META_TOKEN),
-        }
-        batch.insert(Tree::Meta, META_TERM, term.encode());
-        self.apply(batch)?;
-        drop(next_seq);
-        self.sync()?;
-        self.save_state(true)?;
+            let head = *next_seq - 1;
+            let store = self.store();
+            for tree in [Tree::SeenBuckets, Tree::Tokens] {
+                store.clear(tree).map_err(|e| self.failing(e))?;
+            }
+
+            let mut batch = Batch::default();
+            for sink in sinks {
+                batch.insert(Tree::Meta, shipped_key(sink).as_bytes(), head.to_be_bytes());
+            }
+            let before = self.meta_u64(META_DROPPED_STALE)?;
+            batch.insert(
+                Tree::Meta,
+                META_DROPPED_STALE,
+                (before + dropped).to_be_bytes(),
+            );
+            match token {
+                Some(token) => {
+                    batch.insert(Tree::Meta, META_TOKEN, token.encode());
+                    batch.insert(Tree::Tokens, head.to_be_bytes(), token.encode());
+                }
+                None => batch.remove(Tree::Meta, META_TOKEN),
+            }
+            batch.insert(Tree::Meta, META_TERM, term.encode());
+            self.apply(batch)?;
+            Ok((dropped, head))
+        })?;
         self.inner.head.send_replace(head);
         Ok(TermStart {
             dropped_stale: dropped,

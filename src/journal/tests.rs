@@ -619,3 +619,50 @@ fn a_schema_3_journal_reads_its_records_and_writes_series_after_them() {
     let last = j.read_after(out.head - 1, 1, usize::MAX).unwrap();
     assert_eq!(last[0].record.as_ref().unwrap(), &series);
 }
+
+#[test]
+fn sequence_numbers_never_restart_below_a_cursor_even_with_every_record_gone() {
+    let store = std::sync::Arc::new(testing::MemoryStore::default());
+    let open = || {
+        Journal::with_store(Box::new(store.clone()), PathBuf::from("(memory)"), 1 << 30).unwrap()
+    };
+    let j = open();
+    j.append(
+        &[event("a", "1", 1), event("b", "2", 1), event("c", "3", 1)],
+        None,
+    )
+    .unwrap();
+    j.mark_shipped("datadog", 3, &[]).unwrap();
+    assert_eq!(
+        j.expire_shipped(i64::MAX).unwrap(),
+        3,
+        "retention removed every record"
+    );
+    drop(j);
+    assert_eq!(open().head(), 3, "the kept head");
+    // A journal from before the head was kept: the cursor still bounds it.
+    let mut batch = Batch::default();
+    batch.remove(Tree::Meta, META_HEAD);
+    (store.as_ref() as &dyn Store).apply(batch).unwrap();
+    let j = open();
+    assert_eq!(j.head(), 3);
+    let out = j.append(&[event("d", "4", 1)], None).unwrap();
+    assert_eq!(out.head, 4, "a new record is after the cursor, so it ships");
+    assert_eq!(j.pending("datadog").unwrap(), 1);
+}
+
+#[test]
+fn damage_met_on_disk_is_not_taken_for_a_disk_that_refuses_writes() {
+    let damaged = JournalError::Store(StoreError::Io {
+        what: "reading",
+        path: PathBuf::from("x"),
+        source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+    });
+    assert!(damaged.is_damage() && !damaged.is_unwritable());
+    let full = JournalError::Store(StoreError::Io {
+        what: "writing",
+        path: PathBuf::from("x"),
+        source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+    });
+    assert!(full.is_unwritable() && !full.is_damage());
+}
