@@ -20,18 +20,25 @@
 //! - `/metrics`: every metric in `metrics.rs`, OpenMetrics text; the journal's
 //!   figures are read at scrape time.
 //! - `/dump` and `/dump/meta`: what `evrelay dump --admin URL` reads from a running
-//!   evrelay (its journal directory is locked while it runs). Read-only.
-//! - `POST /replay?since_ms=…[&until_ms=…][&dry_run=true]`: what `evrelay replay
-//!   --admin URL` asks for; answers with the replay's report when it is done.
+//!   evrelay (its journal directory is locked while it runs). Read-only, in pages
+//!   of [`DUMP_PAGE`] lines.
+//! - `POST /replay?since_ms=…[&until_ms=…][&max_events=…][&dry_run=true]`: what
+//!   `evrelay replay --admin URL` asks for; answers with the replay's report when
+//!   it is done. Only on the leader, one at a time (409 otherwise).
+//!
+//! `/dump` and `/replay` answer only connections from the pod's loopback
+//! (`kubectl port-forward`), and `POST /replay` needs [`REQUEST_HEADER`]; see
+//! [`from_inside_the_pod`].
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Query, State as Extract};
-use axum::http::{StatusCode, header};
+use axum::extract::{ConnectInfo, Query, Request, State as Extract};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
@@ -39,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use crate::dump::{self, Filter};
 use crate::journal::{Journal, SLOW_SYNC};
 use crate::metrics::Metrics;
-use crate::ship::{Shipping, Window};
+use crate::ship::{Limits, Shipping, Window};
 
 /// Admin endpoint settings, checked (`admin:` in the configuration).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +86,8 @@ pub struct State {
     starting: Arc<Mutex<String>>,
     /// When the heartbeat's journal call in flight began (Unix ms; 0: none).
     beat_started_ms: Arc<AtomicI64>,
+    /// Set while a replay runs.
+    replaying: Arc<AtomicBool>,
     /// Ends a replay in progress when the endpoint stops.
     stop: CancellationToken,
 }
@@ -92,6 +101,7 @@ impl State {
             shipper: Arc::default(),
             starting: Arc::new(Mutex::new("starting".to_owned())),
             beat_started_ms: Arc::default(),
+            replaying: Arc::default(),
             stop: CancellationToken::new(),
         }
     }
@@ -174,19 +184,62 @@ pub async fn serve(
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     state.stop = stop.clone();
-    let app = Router::new()
+    let app = router(state);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stop.cancelled().await })
+    .await
+}
+
+/// The routes: probes and metrics for anyone who can reach the port; the journal
+/// (`/dump`, `/replay`) only from inside the pod.
+fn router(state: State) -> Router {
+    let inside = Router::new()
+        .route("/dump", get(dump_lines))
+        .route("/dump/meta", get(dump_meta))
+        .route("/replay", post(replay))
+        .route_layer(middleware::from_fn(from_inside_the_pod));
+    Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
         .route("/startupz", get(startupz))
         .route("/readyz", get(readyz))
-        .route("/dump", get(dump_lines))
-        .route("/dump/meta", get(dump_meta))
-        .route("/replay", post(replay))
-        .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
+        .merge(inside)
+        .with_state(state)
 }
+
+/// `/dump` and `/replay` read every namespace's events and can send days of them
+/// again: they answer only connections from the pod's own loopback, which is where
+/// `kubectl port-forward` arrives (and so needs the RBAC to port-forward to the
+/// pod), never another pod. `POST /replay` also needs [`REQUEST_HEADER`], which no
+/// browser sends cross-origin without asking first, so a web page cannot fire it
+/// at a forwarded port.
+async fn from_inside_the_pod(
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !peer.ip().is_loopback() {
+        let why = "dump and replay answer only from inside the pod: use kubectl port-forward\n";
+        return (StatusCode::FORBIDDEN, why).into_response();
+    }
+    if request.method() == Method::POST && !request.headers().contains_key(REQUEST_HEADER) {
+        let why = format!(
+            "a state-changing request needs the {REQUEST_HEADER} header (evrelay replay sends it)\n"
+        );
+        return (StatusCode::FORBIDDEN, why).into_response();
+    }
+    next.run(request).await
+}
+
+/// The header `evrelay replay` sends with `POST /replay`.
+pub const REQUEST_HEADER: &str = "x-evrelay-request";
+
+/// Lines of `/dump` in one answer at most; `evrelay dump --admin` asks for the
+/// next page (`x-evrelay-more`).
+pub const DUMP_PAGE: usize = 5000;
 
 async fn metrics_text(Extract(s): Extract<State>) -> Response {
     let sink = s.sink();
@@ -211,8 +264,11 @@ async fn metrics_text(Extract(s): Extract<State>) -> Response {
         .into_response()
 }
 
-/// `evrelay dump --admin`: the journal's records as JSON lines, filtered.
-async fn dump_lines(Extract(s): Extract<State>, Query(filter): Query<Filter>) -> Response {
+/// `evrelay dump --admin`: the journal's records as JSON lines, filtered, at most
+/// [`DUMP_PAGE`] per answer.
+async fn dump_lines(Extract(s): Extract<State>, Query(mut filter): Query<Filter>) -> Response {
+    let page = filter.limit.map_or(DUMP_PAGE, |l| l.min(DUMP_PAGE));
+    filter.limit = Some(page);
     let sink = s.sink();
     let Some(journal) = s.journal.get() else {
         return s.not_started();
@@ -229,12 +285,21 @@ async fn dump_lines(Extract(s): Extract<State>, Query(filter): Query<Filter>) ->
             if let Err(e) = dump::print(&lines, dump::Format::Json, &mut body) {
                 return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
             }
+            // A full page may have more after it: the scan stopped at its last line.
+            let (scanned, more) = match lines.last() {
+                Some(last) if lines.len() >= page => (last.seq, true),
+                _ => (head, false),
+            };
             (
                 [
                     (header::CONTENT_TYPE, "application/x-ndjson".to_owned()),
                     (
                         header::HeaderName::from_static(dump::SCANNED_THROUGH),
-                        head.to_string(),
+                        scanned.to_string(),
+                    ),
+                    (
+                        header::HeaderName::from_static(dump::MORE),
+                        more.to_string(),
                     ),
                 ],
                 body,
@@ -263,14 +328,32 @@ async fn replay(Extract(s): Extract<State>, Query(window): Query<ReplayQuery>) -
     let Some(shipper) = s.shipper.get().cloned() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "replay is not available\n").into_response();
     };
+    if !s.metrics.is_leader() {
+        // A standby's journal is not what was shipped: only the leader replays.
+        let why = "this replica is a standby: replay on the leader (the pod whose /readyz says \"leader\")\n";
+        return (StatusCode::CONFLICT, why).into_response();
+    }
     let w = Window {
         since_ms: window.since_ms,
         until_ms: window.until_ms,
     };
     if window.dry_run {
-        return dump_lines(Extract(s), Query(Filter::replayed(w))).await;
+        let mut filter = Filter::replayed(w);
+        filter.after = window.after;
+        return dump_lines(Extract(s), Query(filter)).await;
     }
-    match shipper.replay(w, &s.stop).await {
+    // One at a time: a second replay would double what the first sends.
+    let Some(_running) = Running::start(&s.replaying) else {
+        return (
+            StatusCode::CONFLICT,
+            "a replay is running; wait for it to finish\n",
+        )
+            .into_response();
+    };
+    let limits = Limits {
+        max_events: window.max_events,
+    };
+    match shipper.replay(w, limits, &s.stop).await {
         Ok(report) => axum::Json(report).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
@@ -280,8 +363,27 @@ async fn replay(Extract(s): Extract<State>, Query(window): Query<ReplayQuery>) -
 struct ReplayQuery {
     since_ms: i64,
     until_ms: Option<i64>,
+    /// Send at most this many events (the oldest of the window first).
+    max_events: Option<usize>,
     #[serde(default)]
     dry_run: bool,
+    /// With `dry_run`: the next page, after this sequence number.
+    after: Option<u64>,
+}
+
+/// A replay in progress; the flag clears when it ends, however it ends.
+struct Running<'a>(&'a AtomicBool);
+
+impl<'a> Running<'a> {
+    fn start(flag: &'a AtomicBool) -> Option<Running<'a>> {
+        (!flag.swap(true, Ordering::AcqRel)).then_some(Running(flag))
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// The startupProbe's: 200 once the journal is open (recovered and migrated if
@@ -349,4 +451,157 @@ async fn readyz(Extract(s): Extract<State>) -> Response {
         ),
     };
     (status, format!("{what}{disk}\n")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::testing::MemoryStore;
+    use crate::ship::{Boxed, ReplayReport};
+    use axum::body::Body;
+    use axum::extract::connect_info::MockConnectInfo;
+    use tower::ServiceExt;
+
+    /// A shipper whose replays take a moment and report nothing.
+    struct Idle;
+
+    impl Shipping for Idle {
+        fn sink_name(&self) -> &'static str {
+            "datadog"
+        }
+        fn run(&self, _: CancellationToken) -> Boxed<'_, ()> {
+            Box::pin(async { Ok(()) })
+        }
+        fn replay<'a>(
+            &'a self,
+            _: Window,
+            _: Limits,
+            _: &'a CancellationToken,
+        ) -> Boxed<'a, ReplayReport> {
+            Box::pin(async { Ok(ReplayReport::default()) })
+        }
+    }
+
+    fn state(leading: bool) -> (State, Journal) {
+        let journal =
+            Journal::with_store(Box::new(MemoryStore::default()), "(memory)".into(), 1 << 20)
+                .unwrap();
+        let metrics = Metrics::new();
+        metrics.set_leader(leading, Some(1));
+        let s = State::starting(metrics);
+        s.opened(journal.clone(), Some(Arc::new(Idle)));
+        (s, journal)
+    }
+
+    async fn ask(
+        s: &State,
+        from: [u8; 4],
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, String) {
+        let app = router(s.clone()).layer(MockConnectInfo(SocketAddr::from((from, 40_000))));
+        let mut request = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = app
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    const POD: [u8; 4] = [10, 244, 1, 7];
+    const LOOPBACK: [u8; 4] = [127, 0, 0, 1];
+    const REPLAY: &str = "/replay?since_ms=0";
+
+    #[tokio::test]
+    async fn another_pod_gets_the_probes_and_metrics_but_not_the_journal() {
+        let (s, _) = state(true);
+        for path in ["/metrics", "/healthz", "/startupz", "/readyz"] {
+            let (status, _) = ask(&s, POD, Method::GET, path, &[]).await;
+            assert_ne!(status, 403, "{path}");
+        }
+        for path in ["/dump", "/dump/meta"] {
+            assert_eq!(ask(&s, POD, Method::GET, path, &[]).await.0, 403, "{path}");
+            assert_eq!(
+                ask(&s, LOOPBACK, Method::GET, path, &[]).await.0,
+                200,
+                "{path}"
+            );
+        }
+        let with_header = [(REQUEST_HEADER, "replay")];
+        assert_eq!(
+            ask(&s, POD, Method::POST, REPLAY, &with_header).await.0,
+            403
+        );
+        assert_eq!(
+            ask(&s, LOOPBACK, Method::POST, REPLAY, &with_header)
+                .await
+                .0,
+            200
+        );
+    }
+
+    #[tokio::test]
+    async fn a_replay_needs_a_header_no_browser_sends_cross_origin() {
+        let (s, _) = state(true);
+        let (status, why) = ask(
+            &s,
+            LOOPBACK,
+            Method::POST,
+            REPLAY,
+            &[("origin", "http://evil.example")],
+        )
+        .await;
+        assert_eq!(status, 403, "{why}");
+        assert!(why.contains(REQUEST_HEADER), "{why}");
+    }
+
+    #[tokio::test]
+    async fn a_standby_refuses_to_replay_and_a_second_replay_waits_for_the_first() {
+        let with_header = [(REQUEST_HEADER, "replay")];
+        let (standby, _) = state(false);
+        let (status, why) = ask(&standby, LOOPBACK, Method::POST, REPLAY, &with_header).await;
+        assert_eq!(status, 409, "{why}");
+        assert!(why.contains("standby"), "{why}");
+
+        let (leader, _) = state(true);
+        let running = Running::start(&leader.replaying).expect("none running");
+        let (status, why) = ask(&leader, LOOPBACK, Method::POST, REPLAY, &with_header).await;
+        assert_eq!(status, 409, "{why}");
+        drop(running);
+        assert_eq!(
+            ask(&leader, LOOPBACK, Method::POST, REPLAY, &with_header)
+                .await
+                .0,
+            200
+        );
+    }
+
+    #[tokio::test]
+    async fn health_checks_do_not_write_to_the_disk() {
+        let (s, journal) = state(true);
+        let before = journal.sync_stats().total();
+        for _ in 0..1000 {
+            assert_eq!(ask(&s, POD, Method::GET, "/healthz", &[]).await.0, 200);
+        }
+        assert_eq!(journal.sync_stats().total(), before, "no sync per request");
+    }
+
+    #[tokio::test]
+    async fn while_starting_liveness_is_fine_and_the_rest_says_what_it_waits_for() {
+        let s = State::starting(Metrics::new());
+        s.set_starting("starting: the journal cannot be opened (read-only); retrying");
+        assert_eq!(ask(&s, POD, Method::GET, "/healthz", &[]).await.0, 200);
+        let (status, why) = ask(&s, POD, Method::GET, "/startupz", &[]).await;
+        assert_eq!(status, 503);
+        assert!(why.contains("read-only"), "{why}");
+        assert_eq!(ask(&s, POD, Method::GET, "/readyz", &[]).await.0, 503);
+    }
 }

@@ -88,6 +88,10 @@ pub struct ReplayArgs {
     /// Print what would be sent (as `dump` lines) and send nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Send at most N events, the oldest of the window first (the report says
+    /// `capped` when it stopped short).
+    #[arg(long, value_name = "N")]
+    pub max_events: Option<usize>,
     /// Ask a running evrelay (its admin endpoint) to replay from its journal.
     #[arg(long, conflicts_with = "data_dir")]
     pub admin: Option<String>,

@@ -42,12 +42,17 @@ pub enum Source {
 
 /// The header with which `/dump` says how far it scanned, for `--follow`.
 pub const SCANNED_THROUGH: &str = "x-evrelay-scanned-through";
+/// The header with which `/dump` says its page was full: ask again after it.
+pub const MORE: &str = "x-evrelay-more";
 
 impl Source {
-    /// The records `filter` keeps, and the sequence number scanned through.
-    pub async fn lines(&self, filter: &Filter) -> Result<(Vec<Line>, u64), DumpError> {
+    /// The records `filter` keeps, the sequence number scanned through, and
+    /// whether more may follow it (the admin endpoint answers in pages).
+    pub async fn lines(&self, filter: &Filter) -> Result<(Vec<Line>, u64, bool), DumpError> {
         match self {
-            Source::Journal(journal, sink) => Ok((lines(journal, sink, filter)?, journal.head())),
+            Source::Journal(journal, sink) => {
+                Ok((lines(journal, sink, filter)?, journal.head(), false))
+            }
             Source::Admin(base) => {
                 let url = format!("{}/dump", base.trim_end_matches('/'));
                 let admin = |source| DumpError::Admin {
@@ -61,18 +66,24 @@ impl Source {
                     .await
                     .and_then(|r| r.error_for_status())
                     .map_err(admin)?;
-                let scanned = response
-                    .headers()
-                    .get(SCANNED_THROUGH)
-                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                let header = |name| {
+                    response
+                        .headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let scanned = header(SCANNED_THROUGH)
+                    .and_then(|v| v.parse().ok())
                     .unwrap_or(0);
+                let more = header(MORE).is_some_and(|v| v == "true");
                 let text = response.text().await.map_err(admin)?;
                 let lines = text
                     .lines()
                     .map(serde_json::from_str)
                     .collect::<Result<Vec<Line>, _>>()
                     .map_err(std::io::Error::from)?;
-                Ok((lines, scanned))
+                Ok((lines, scanned, more))
             }
         }
     }
@@ -111,8 +122,16 @@ pub async fn run(
         table_header(out)?;
     }
     loop {
-        let (lines, scanned) = source.lines(&filter).await?;
+        let (lines, scanned, more) = source.lines(&filter).await?;
         print(&lines, format, out)?;
+        if more {
+            // The next page of the same scan.
+            filter.after = Some(scanned);
+            filter.limit = filter.limit.map(|l| l.saturating_sub(lines.len()));
+            if filter.limit != Some(0) {
+                continue;
+            }
+        }
         if !follow {
             return Ok(());
         }

@@ -47,6 +47,7 @@ struct Inner {
     events_dropped: Family<ReasonLabels, Counter>,
     events_dead_lettered: Counter,
     events_filtered: Counter,
+    events_replayed: Counter,
     gaps: Family<ReasonLabels, Counter>,
     relists: Counter,
     watch_restarts: Counter,
@@ -61,6 +62,7 @@ struct Inner {
     intake_duration: Histogram,
     intake_requests: Family<StatusLabels, Counter>,
     intake_retries: Counter,
+    intake_refusal_storms: Counter,
     leader: Gauge,
     epoch: Gauge,
     watching: Gauge,
@@ -93,6 +95,7 @@ impl Metrics {
             events_dropped: Family::default(),
             events_dead_lettered: Counter::default(),
             events_filtered: Counter::default(),
+            events_replayed: Counter::default(),
             gaps: Family::default(),
             relists: Counter::default(),
             watch_restarts: Counter::default(),
@@ -107,6 +110,7 @@ impl Metrics {
             intake_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             intake_requests: Family::default(),
             intake_retries: Counter::default(),
+            intake_refusal_storms: Counter::default(),
             leader: Gauge::default(),
             epoch: Gauge::default(),
             watching: Gauge::default(),
@@ -153,6 +157,11 @@ impl Metrics {
             "events_filtered",
             "Journaled events the configured filters kept from the intake (events.*)",
             m.events_filtered.clone(),
+        );
+        r.register(
+            "events_replayed",
+            "Events read for a replay (evrelay replay), whether the filters let them go",
+            m.events_replayed.clone(),
         );
         r.register(
             "gaps",
@@ -225,6 +234,11 @@ impl Metrics {
             m.intake_retries.clone(),
         );
         r.register(
+            "intake_refusal_storms",
+            "Times the intake refused every event alone (400) and shipping paused instead of dead-lettering",
+            m.intake_refusal_storms.clone(),
+        );
+        r.register(
             "leader",
             "1 while this replica holds the Lease and leads",
             m.leader.clone(),
@@ -294,6 +308,14 @@ impl Metrics {
                 reason: cause.label(),
             })
             .inc();
+    }
+
+    pub fn replayed(&self, n: usize) {
+        self.inner.events_replayed.inc_by(n as u64);
+    }
+
+    pub fn intake_refusal_storm(&self) {
+        self.inner.intake_refusal_storms.inc();
     }
 
     pub fn relisted(&self) {

@@ -63,7 +63,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let Some(journal) = open_journal(&settings.journal, &status, &metrics, &shutdown).await? else {
         stop.cancel();
         if let Some(admin) = admin {
-            let _ = admin.await;
+            stop_admin(admin).await;
         }
         return Ok(());
     };
@@ -120,12 +120,25 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let _ = housekeeping.await;
     let _ = heartbeat.await;
     if let Some(admin) = admin {
-        let _ = admin.await;
+        stop_admin(admin).await;
     }
     journal.checkpoint()?;
     result?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// How long the admin endpoint may take to finish its requests at shutdown: a
+/// client that sent half a request (or reads slowly) does not hold the exit up.
+const ADMIN_GRACE: Duration = Duration::from_secs(2);
+
+/// Waits for the admin endpoint to stop, for at most [`ADMIN_GRACE`].
+async fn stop_admin(admin: tokio::task::JoinHandle<std::io::Result<()>>) {
+    let abort = admin.abort_handle();
+    if tokio::time::timeout(ADMIN_GRACE, admin).await.is_err() {
+        tracing::warn!("admin requests still open at shutdown were cut off");
+        abort.abort();
+    }
 }
 
 /// Opens the journal, setting a damaged one aside (`journal/recover.rs`). A disk

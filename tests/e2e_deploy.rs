@@ -157,7 +157,16 @@ async fn manifests_render_alike_and_the_api_server_accepts_them() {
         container["securityContext"]["capabilities"]["drop"][0],
         "ALL"
     );
+    assert_eq!(container["startupProbe"]["httpGet"]["path"], "/startupz");
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    // Only the monitoring namespace reaches the pods, on the admin port.
+    let policy = &by_key(&base)["NetworkPolicy evrelay/evrelay"]["spec"];
+    assert_eq!(policy["policyTypes"][0], "Ingress");
+    assert_eq!(
+        policy["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+    assert_eq!(policy["ingress"][0]["ports"][0]["port"], 8080);
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(
         container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],

@@ -21,9 +21,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use support::faulty::{Fault, FaultyIntake};
-use support::{
-    ControlPlane, Evrelay, create_event, create_namespace, delivered_uids, eventually, tally,
-};
+use support::{ControlPlane, create_event, create_namespace, delivered_uids, eventually, tally};
 
 const DELIVERY: Duration = Duration::from_secs(90);
 
@@ -39,15 +37,6 @@ async fn create(client: &kube::Client, namespace: &str, from: usize, n: usize) -
         uids.push(create_event(client, namespace, &pod, "Disk", &message(i)).await);
     }
     uids
-}
-
-/// A metric's value from `/metrics` (the first sample whose line starts so).
-async fn metric(evrelay: &Evrelay, sample: &str) -> Option<f64> {
-    let (_, text) = evrelay.admin_get("/metrics").await;
-    text.lines()
-        .find(|l| l.starts_with(sample))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 fn damaged_copies(data: &Path) -> Vec<PathBuf> {
@@ -89,7 +78,7 @@ async fn damaged_journal_loses_nothing(namespace: &'static str, damage: fn(&Path
     let delivered_at = std::time::Instant::now();
     let mut mirrored = false;
     for _ in 0..300 {
-        let age = metric(&evrelay, "evrelay_token_mirror_age_seconds").await;
+        let age = evrelay.metric("evrelay_token_mirror_age_seconds").await;
         if age.is_some_and(|a| a >= 0.0 && a < delivered_at.elapsed().as_secs_f64()) {
             mirrored = true;
             break;
@@ -104,7 +93,8 @@ async fn damaged_journal_loses_nothing(namespace: &'static str, damage: fn(&Path
     created.extend(backlog.iter().cloned());
     let mut journaled = false;
     for _ in 0..600 {
-        if metric(&evrelay, "evrelay_events_journaled_total")
+        if evrelay
+            .metric("evrelay_events_journaled_total")
             .await
             .is_some_and(|n| n >= 300.0)
         {
@@ -132,7 +122,9 @@ async fn damaged_journal_loses_nothing(namespace: &'static str, damage: fn(&Path
     );
     let t = tally(&created, &delivered_uids(&cp));
     let copies = damaged_copies(&data);
-    let gaps = metric(&evrelay, "evrelay_gaps_total{reason=\"journal_damaged\"}").await;
+    let gaps = evrelay
+        .metric("evrelay_gaps_total{reason=\"journal_damaged\"}")
+        .await;
     eprintln!(
         "figures: damage={namespace} {t:?} set_aside={} gap_metric={gaps:?} still_running={}",
         copies.len(),
@@ -308,7 +300,7 @@ async fn a_full_volume_holds_the_watch_and_resumes_without_a_restart() {
     let mut full = false;
     for round in 0..60 {
         created.extend(create(&client, "full", round * 50, 50).await);
-        if metric(&evrelay, "evrelay_journal_writable").await == Some(0.0) {
+        if evrelay.metric("evrelay_journal_writable").await == Some(0.0) {
             full = true;
             break;
         }
@@ -338,10 +330,7 @@ async fn a_full_volume_holds_the_watch_and_resumes_without_a_restart() {
     );
     assert_eq!(evrelay.pid(), pid);
     assert!(evrelay.is_running());
-    assert_eq!(
-        metric(&evrelay, "evrelay_journal_writable").await,
-        Some(1.0)
-    );
+    assert_eq!(evrelay.metric("evrelay_journal_writable").await, Some(1.0));
     let (status, _) = evrelay.admin_get("/readyz").await;
     assert_eq!(status, 200);
     assert_eq!(t.lost, 0);

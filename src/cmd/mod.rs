@@ -37,6 +37,12 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    #[error("{url} answered {status}: {answer}")]
+    Refused {
+        url: String,
+        status: u16,
+        answer: String,
+    },
     #[error("writing the output: {0}")]
     Output(#[from] std::io::Error),
     #[error("encoding the output: {0}")]

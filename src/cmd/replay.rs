@@ -7,7 +7,7 @@ use crate::cli::ReplayArgs;
 use crate::config::Settings;
 use crate::dump::{Filter, Format};
 use crate::metrics::Metrics;
-use crate::ship::Window;
+use crate::ship::{Limits, Window};
 use crate::shutdown::Shutdown;
 use crate::sinks::datadog::{Intake, SINK_NAME};
 
@@ -20,10 +20,13 @@ pub fn run(
         since_ms: args.since,
         until_ms: args.until,
     };
+    let limits = Limits {
+        max_events: args.max_events,
+    };
     super::runtime()?.block_on(async {
         let mut out = std::io::stdout().lock();
         if let Some(base) = &args.admin {
-            return through_admin(base, window, args.dry_run, &mut out).await;
+            return through_admin(base, window, limits, args.dry_run, &mut out).await;
         }
         let journal = super::open_journal(args.data_dir.clone(), true)?;
         if args.dry_run {
@@ -36,17 +39,21 @@ pub fn run(
         let shipper = crate::runtime::shipper(&settings, journal, intake, Metrics::new());
         let shutdown = Shutdown::on_signals().map_err(super::Error::Start)?;
         let token = shutdown.token();
-        let report = shutdown.abortable(shipper.replay(window, &token)).await??;
+        let report = shutdown
+            .abortable(shipper.replay(window, limits, &token))
+            .await??;
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
         Ok(())
     })
 }
 
-/// Asks a running evrelay's admin endpoint to replay (or list, with `dry_run`).
+/// Asks a running evrelay's admin endpoint to replay (or list, with `dry_run`,
+/// page by page).
 async fn through_admin(
     base: &str,
     window: Window,
+    limits: Limits,
     dry_run: bool,
     out: &mut impl Write,
 ) -> Result<(), super::Error> {
@@ -55,6 +62,9 @@ async fn through_admin(
     if let Some(until) = window.until_ms {
         query.push(("until_ms", until.to_string()));
     }
+    if let Some(max) = limits.max_events {
+        query.push(("max_events", max.to_string()));
+    }
     if dry_run {
         query.push(("dry_run", "true".into()));
     }
@@ -62,13 +72,41 @@ async fn through_admin(
         url: url.clone(),
         source,
     };
-    let response = reqwest::Client::new()
-        .post(&url)
-        .query(&query)
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .map_err(failed)?;
-    out.write_all(&response.bytes().await.map_err(failed)?)?;
-    Ok(())
+    let client = reqwest::Client::new();
+    let mut after: Option<u64> = None;
+    loop {
+        let mut page = query.clone();
+        if let Some(after) = after {
+            page.push(("after", after.to_string()));
+        }
+        let response = client
+            .post(&url)
+            .header(crate::admin::REQUEST_HEADER, "replay")
+            .query(&page)
+            .send()
+            .await
+            .map_err(failed)?;
+        let status = response.status();
+        let more = response
+            .headers()
+            .get(crate::dump::MORE)
+            .is_some_and(|v| v == "true");
+        let scanned = response
+            .headers()
+            .get(crate::dump::SCANNED_THROUGH)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let body = response.bytes().await.map_err(failed)?;
+        if !status.is_success() {
+            return Err(super::Error::Refused {
+                url: url.clone(),
+                status: status.as_u16(),
+                answer: String::from_utf8_lossy(&body).trim().to_owned(),
+            });
+        }
+        out.write_all(&body)?;
+        match scanned {
+            Some(seq) if dry_run && more => after = Some(seq),
+            _ => return Ok(()),
+        }
+    }
 }

@@ -382,6 +382,32 @@ mod tests {
     }
 
     #[test]
+    fn a_key_from_a_file_loses_its_newline_and_a_key_no_header_can_carry_is_refused() {
+        let c = Settings::load(None, env(&[("DD_API_KEY", "abc123\n")])).unwrap();
+        assert_eq!(c.datadog.api_key.expose(), "abc123");
+        let err = Settings::load(None, env(&[("DD_API_KEY", "abc 123")])).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("datadog.api_key"), "{text}");
+        assert!(
+            !text.contains("abc 123"),
+            "the key itself is never printed: {text}"
+        );
+    }
+
+    #[test]
+    fn an_http_intake_needs_an_explicit_yes() {
+        let plain = [("DD_API_KEY", "k"), ("DD_URL", "http://intake.example")];
+        let err = Settings::load(None, env(&plain)).unwrap_err();
+        assert!(err.to_string().contains("allow_insecure_http"), "{err}");
+        let allowed = [
+            ("DD_API_KEY", "k"),
+            ("DD_URL", "http://127.0.0.1:9"),
+            ("EVRELAY_DATADOG_ALLOW_INSECURE_HTTP", "true"),
+        ];
+        assert!(Settings::load(None, env(&allowed)).is_ok());
+    }
+
+    #[test]
     fn the_api_key_never_prints() {
         let c = Settings::load(None, env(&[("DD_API_KEY", "s3cr3t-key-value")])).unwrap();
         assert!(!format!("{c:?}").contains("s3cr3t"));

@@ -41,6 +41,9 @@ pub struct DatadogSection {
     pub logs_url: Option<String>,
     /// How often the leader reports `kube_apiserver_controlplane.up`; 0: never.
     pub service_check_interval_seconds: u64,
+    /// Accept `http://` intake URLs, which carry the API key in the clear: for a
+    /// local test intake or a proxy on the same host only.
+    pub allow_insecure_http: bool,
 }
 
 impl Default for DatadogSection {
@@ -56,6 +59,7 @@ impl Default for DatadogSection {
             compression: word(d.compression),
             logs_url: d.logs_url,
             service_check_interval_seconds: d.service_check_interval.map_or(0, |i| i.as_secs()),
+            allow_insecure_http: false,
         }
     }
 }
@@ -100,15 +104,28 @@ impl TryFrom<DatadogSection> for DatadogSettings {
                 );
                 None
             }
-            Some(k) if k.expose().trim().is_empty() => {
-                p.push(
-                    "datadog.api_key",
-                    "the API key is empty",
-                    "set DD_API_KEY to your organisation's API key",
-                );
-                None
-            }
-            Some(k) => Some(k),
+            // A Secret made from a file often ends in a newline: it is not part
+            // of the key.
+            Some(k) => match k.expose().trim() {
+                "" => {
+                    p.push(
+                        "datadog.api_key",
+                        "the API key is empty",
+                        "set DD_API_KEY to your organisation's API key",
+                    );
+                    None
+                }
+                key if !key.bytes().all(|b| b.is_ascii_graphic()) => {
+                    // Never the key itself in the message.
+                    p.push(
+                        "datadog.api_key",
+                        "the API key holds spaces or characters an HTTP header cannot carry",
+                        "copy the key again from Datadog (Organization Settings > API Keys)",
+                    );
+                    None
+                }
+                key => Some(ApiKey::new(key)),
+            },
         };
         if s.url.is_none() && !SITES.contains(&s.site.as_str()) {
             p.push(
@@ -118,9 +135,16 @@ impl TryFrom<DatadogSection> for DatadogSettings {
             );
         }
         for (key, url) in [("datadog.url", &s.url), ("datadog.logs_url", &s.logs_url)] {
-            if let Some(url) = url
-                && !(url.starts_with("http://") || url.starts_with("https://"))
-            {
+            let Some(url) = url else { continue };
+            if url.starts_with("http://") {
+                if !s.allow_insecure_http {
+                    p.push(
+                        key,
+                        format!("{url:?} would send the API key unencrypted"),
+                        "use https://, or set datadog.allow_insecure_http: true for a test intake or a proxy on the same host",
+                    );
+                }
+            } else if !url.starts_with("https://") {
                 p.push(
                     key,
                     format!("{url:?} is not an http(s) URL"),

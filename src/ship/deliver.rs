@@ -12,6 +12,12 @@ use crate::delivery::Verdict;
 use crate::metrics::Metrics;
 use crate::record::DeadLetter;
 
+/// Single events refused in a row, with nothing delivered between them, that make
+/// a refusal storm: the intake (or a proxy before it) refuses everything, so the
+/// events are not at fault. Shipping pauses as for a refused key, and nothing is
+/// dead-lettered for it.
+pub const STORM: usize = 3;
+
 /// How a batch went.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Settled {
@@ -51,6 +57,10 @@ impl<S: Sink> Attempts<'_, S> {
         tokio::pin!(deadline);
         // Parts still to send; the next one is on top, so order is kept.
         let mut todo: Vec<Vec<Outbound<S::Item>>> = vec![items.to_vec()];
+        // Single events refused since the last delivery: dead-lettered once a
+        // neighbour passes (the event was at fault), sent again after a pause if
+        // they reach STORM (the intake was).
+        let mut suspects: Vec<(Outbound<S::Item>, DeadLetter)> = Vec::new();
         while let Some(part) = todo.pop() {
             let each: Vec<&S::Item> = part.iter().map(|o| &o.item).collect();
             let request = self.sink.encode(&each);
@@ -70,6 +80,7 @@ impl<S: Sink> Attempts<'_, S> {
                 let wait = match answer.verdict {
                     Verdict::Delivered => {
                         self.backoff.reset();
+                        convict(&mut suspects, &mut settled);
                         break;
                     }
                     Verdict::Split | Verdict::Reject if part.len() > 1 => {
@@ -93,13 +104,17 @@ impl<S: Sink> Attempts<'_, S> {
                         break;
                     }
                     Verdict::Split | Verdict::Reject => {
-                        let seqs = &part[0].seqs;
-                        tracing::error!(?seqs, detail = %answer.detail, "intake refused an event for good; dead-lettered");
-                        let letter = dead_letter(&answer);
-                        settled
-                            .dead_letters
-                            .extend(seqs.iter().map(|seq| (*seq, letter.clone())));
-                        break;
+                        suspects.push((part[0].clone(), dead_letter(&answer)));
+                        if suspects.len() < STORM {
+                            break;
+                        }
+                        // Every event alone refused, none passing: not the events.
+                        self.metrics.intake_refusal_storm();
+                        tracing::error!(detail = %answer.detail, refused_in_a_row = suspects.len(), retry_in = ?self.forbidden_pause,
+                            "the intake refuses every event: shipping paused, nothing dead-lettered, journaling goes on (a proxy or an intake incident?)");
+                        // Sent again, in order, after the pause.
+                        todo.push(suspects.drain(..).map(|(o, _)| o).collect());
+                        self.forbidden_pause
                     }
                     Verdict::Retry { after } => {
                         self.metrics.intake_retried();
@@ -117,9 +132,25 @@ impl<S: Sink> Attempts<'_, S> {
                     _ = self.shutdown.cancelled() => return None,
                     _ = tokio::time::sleep(wait) => {}
                 }
+                if suspects.is_empty() && matches!(answer.verdict, Verdict::Split | Verdict::Reject)
+                {
+                    break; // the storm's events are back in `todo`
+                }
             }
         }
+        // Refused alone, and fewer than a storm: the events were at fault.
+        convict(&mut suspects, &mut settled);
         Some(settled)
+    }
+}
+
+/// Dead-letters the suspects: refused alone while others passed.
+fn convict<I>(suspects: &mut Vec<(Outbound<I>, DeadLetter)>, settled: &mut Settled) {
+    for (outbound, letter) in suspects.drain(..) {
+        tracing::error!(seqs = ?outbound.seqs, detail = %letter.reason, "intake refused an event for good; dead-lettered");
+        settled
+            .dead_letters
+            .extend(outbound.seqs.iter().map(|seq| (*seq, letter.clone())));
     }
 }
 

@@ -27,7 +27,7 @@ use crate::journal::{Journal, JournalError, StoredRecord};
 use crate::metrics::Metrics;
 use crate::record::{Record, RecordError, RecordKind};
 pub use deliver::{Attempts, Settled};
-pub use replay::{ReplayReport, Window};
+pub use replay::{Limits, ReplayReport, Window};
 pub use sink::{Answer, Mapped, Occurrence, Outbound, Sink, Unbundle};
 
 /// Shipping settings, checked (`ship:` in the configuration).
@@ -85,6 +85,7 @@ pub trait Shipping: Send + Sync {
     fn replay<'a>(
         &'a self,
         window: Window,
+        limits: Limits,
         shutdown: &'a CancellationToken,
     ) -> Boxed<'a, ReplayReport>;
 }
@@ -104,9 +105,10 @@ impl<S: Sink> Shipping for Shipper<S> {
     fn replay<'a>(
         &'a self,
         window: Window,
+        limits: Limits,
         shutdown: &'a CancellationToken,
     ) -> Boxed<'a, ReplayReport> {
-        Box::pin(Shipper::replay(self, window, shutdown))
+        Box::pin(Shipper::replay(self, window, limits, shutdown))
     }
 }
 

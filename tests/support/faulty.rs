@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -33,6 +33,10 @@ pub enum Fault {
     /// Judges each `/intake/` body as Datadog would a bad one: 413 when it holds
     /// more than `max_events` events, else 400 when it holds `reject`; else forwards.
     Judge { reject: String, max_events: usize },
+    /// Answer `status` (a 3xx) with `Location: to`.
+    Redirect { status: u16, to: String },
+    /// Forward, but only after this long (a slow intake).
+    Slow(Duration),
 }
 
 /// The events in a zstd `/intake/` body, and its JSON text.
@@ -172,6 +176,7 @@ async fn handle(
             .to_owned()
     };
     let (user_agent, content_encoding) = (header("user-agent"), header("content-encoding"));
+    let shared_for_slow = shared.clone();
     if let Fault::Judge { reject, max_events } = fault.clone() {
         fault = Fault::Pass;
         if path == "/intake/" {
@@ -185,31 +190,23 @@ async fn handle(
         }
     }
     let mut response = match fault {
+        // The intake takes its time, and finishes even if the sender gave up
+        // waiting (as a real one would): then the batch arrives twice.
+        Fault::Slow(delay) => {
+            let forwarding = tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                forward(&shared_for_slow, method, &uri, &headers, body).await
+            });
+            forwarding.await.unwrap()
+        }
+        Fault::Redirect { status, to } => (
+            StatusCode::from_u16(status).unwrap(),
+            [("location", to.clone())],
+            "moved",
+        )
+            .into_response(),
         Fault::Pass | Fault::Refuse | Fault::Judge { .. } => {
-            let mut request = shared
-                .client
-                // Origin-form, also when the request came as a proxy's absolute-form.
-                .request(
-                    method,
-                    format!(
-                        "{}{}",
-                        shared.upstream,
-                        uri.path_and_query().map_or("/", |p| p.as_str())
-                    ),
-                )
-                .body(body);
-            for (name, value) in &headers {
-                if name != "host" && name != "content-length" {
-                    request = request.header(name, value);
-                }
-            }
-            match request.send().await {
-                Ok(r) => {
-                    let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
-                    (status, r.bytes().await.unwrap_or_default()).into_response()
-                }
-                Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
-            }
+            forward(&shared, method, &uri, &headers, body).await
         }
         Fault::Status(code) => (StatusCode::from_u16(code).unwrap(), "injected").into_response(),
         Fault::TooMany { retry_after_secs } => (
@@ -231,4 +228,38 @@ async fn handle(
         content_encoding,
     });
     response
+}
+
+/// Passes a request on to fakeintake and answers what it answers.
+async fn forward(
+    shared: &Shared,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut request = shared
+        .client
+        // Origin-form, also when the request came as a proxy's absolute-form.
+        .request(
+            method,
+            format!(
+                "{}{}",
+                shared.upstream,
+                uri.path_and_query().map_or("/", |p| p.as_str())
+            ),
+        )
+        .body(body);
+    for (name, value) in headers {
+        if name != "host" && name != "content-length" {
+            request = request.header(name, value);
+        }
+    }
+    match request.send().await {
+        Ok(r) => {
+            let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
+            (status, r.bytes().await.unwrap_or_default()).into_response()
+        }
+        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    }
 }

@@ -171,6 +171,8 @@ impl ControlPlane {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("KUBECONFIG", self.var("KUBECONFIG"))
             .env("DD_URL", self.dd_url())
+            // fakeintake and the tests' faulty intake speak plain HTTP on loopback.
+            .env("EVRELAY_DATADOG_ALLOW_INSECURE_HTTP", "true")
             .env("DD_API_KEY", TEST_API_KEY)
             .env("EVRELAY_DATA_DIR", data_dir)
             .env("RUST_LOG", "info,evrelay=debug")
@@ -345,6 +347,16 @@ impl Evrelay {
         let url = format!("{}{path}", self.admin_url().await);
         let r = reqwest::get(&url).await.expect(&url);
         (r.status().as_u16(), r.text().await.expect(&url))
+    }
+
+    /// A metric's value from `/metrics`: the first sample whose line starts with
+    /// `sample` (a name, or a name and labels).
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        let (_, text) = self.admin_get("/metrics").await;
+        text.lines()
+            .find(|l| l.starts_with(sample))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
     }
 
     /// The admin endpoint's base URL, from the log line that announces it

@@ -264,3 +264,38 @@ async fn shutdown_abandons_a_batch_that_cannot_be_delivered() {
     .await;
     assert_eq!(settled, None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_intake_refusing_everything_pauses_shipping_and_dead_letters_nothing() {
+    // A proxy answers 400 to everything for its first 40 requests, then the real
+    // intake is back.
+    let intake = scripted(|_, n| if n < 40 { (400, None) } else { (202, None) });
+    let start = tokio::time::Instant::now();
+    let s = settle(&intake, &items(50)).await.unwrap();
+    assert!(s.dead_letters.is_empty(), "{:?}", s.dead_letters);
+    let mut delivered = intake.delivered();
+    delivered.sort_by_key(|e| e[1..].parse::<u32>().unwrap());
+    assert_eq!(
+        delivered,
+        items(50).into_iter().map(|o| o.item).collect::<Vec<_>>()
+    );
+    assert!(
+        start.elapsed() >= Duration::from_secs(64),
+        "paused as for a refused key"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_bad_events_among_good_ones_are_still_dead_lettered() {
+    let intake = scripted(|texts, _| {
+        if texts.iter().any(|t| t == "e3" || t == "e4") {
+            (400, None)
+        } else {
+            (202, None)
+        }
+    });
+    let s = settle(&intake, &items(8)).await.unwrap();
+    let dead: Vec<u64> = s.dead_letters.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(dead, [3, 4]);
+    assert_eq!(intake.delivered().len(), 6);
+}

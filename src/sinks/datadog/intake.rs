@@ -1,6 +1,8 @@
 //! One HTTP call to the intake, its answer judged by the delivery rules.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::HeaderMap;
@@ -26,6 +28,14 @@ impl Transport for Intake {
 #[derive(Clone)]
 pub struct Intake {
     client: reqwest::Client,
+    /// The configured request timeout, and the one the next request gets: doubled
+    /// after a request that timed out, twice the last answer's time after an
+    /// answer, never below the configured one nor above [`MAX_STRETCH`] times it.
+    /// A slow but working intake then answers the second or third try, and the
+    /// tries after it at once, instead of every try timing out and each resent
+    /// batch arriving once more.
+    timeout: Duration,
+    next_timeout_ms: Arc<AtomicU64>,
     /// Base URL of `/intake/` and `/api/v1/check_run`.
     base: String,
     /// Base URL of `/api/v2/logs`.
@@ -37,12 +47,18 @@ impl Intake {
     /// The intake of `datadog` (its `DD_URL`, else its site's addresses), each
     /// request bounded by `timeout`.
     pub fn new(datadog: &DatadogSettings, timeout: Duration) -> Result<Self, reqwest::Error> {
+        // Redirects are not followed: a 3xx would re-send the key to wherever it
+        // points (reqwest keeps custom headers), and a 301/302 turns the POST into
+        // a GET whose 2xx would count as delivered. A 3xx is retried, and logged.
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .user_agent(USER_AGENT)
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Intake {
             client,
+            timeout,
+            next_timeout_ms: Arc::new(AtomicU64::new(timeout.as_millis() as u64)),
             base: datadog.base_url(),
             logs_base: datadog.logs_base_url(),
             api_key: datadog.api_key.clone(),
@@ -60,26 +76,68 @@ impl Intake {
 
     /// Sends one body once.
     pub async fn send(&self, body: &Body) -> Answer {
+        let mut key = match http::HeaderValue::from_str(self.api_key.expose()) {
+            Ok(key) => key,
+            // check-config refuses such keys; never the key in the message.
+            Err(_) => {
+                return Answer {
+                    verdict: Verdict::Forbidden,
+                    status: None,
+                    detail: "the API key cannot be sent as a header".into(),
+                };
+            }
+        };
+        key.set_sensitive(true);
+        let timeout = Duration::from_millis(self.next_timeout_ms.load(Ordering::Relaxed));
+        let started = std::time::Instant::now();
         let result = self
             .client
             .post(self.url(body.endpoint))
-            .header("DD-API-KEY", self.api_key.expose())
+            .timeout(timeout)
+            .header("DD-API-KEY", key)
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::CONTENT_ENCODING, body.encoding)
             .body(body.bytes.clone())
             .send()
             .await;
         match result {
-            Ok(response) => {
+            Ok(mut response) => {
+                let next = (started.elapsed() * 2)
+                    .max(self.timeout)
+                    .min(self.timeout * MAX_STRETCH);
+                self.next_timeout_ms
+                    .store(next.as_millis() as u64, Ordering::Relaxed);
                 let status = response.status().as_u16();
                 let retry_after = retry_after(response.headers());
-                let text = response.text().await.unwrap_or_default();
+                let location = response
+                    .headers()
+                    .get(http::header::LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .map(str::to_owned);
+                let text = body_start(&mut response).await;
+                let detail = match location {
+                    Some(to) if (300..400).contains(&status) => {
+                        format!(
+                            "HTTP {status}: a redirect to {to}, not followed (set DD_URL to where the intake is)"
+                        )
+                    }
+                    _ => format!("HTTP {status}: {text}"),
+                };
                 Answer {
                     verdict: delivery::judge(status, retry_after),
                     status: Some(status),
+                    detail,
+                }
+            }
+            Err(e) if e.is_timeout() => {
+                let longer = (timeout * 2).min(self.timeout * MAX_STRETCH);
+                self.next_timeout_ms
+                    .store(longer.as_millis() as u64, Ordering::Relaxed);
+                Answer {
+                    verdict: Verdict::Retry { after: None },
+                    status: None,
                     detail: format!(
-                        "HTTP {status}: {}",
-                        text.chars().take(200).collect::<String>()
+                        "timeout: no answer within {timeout:?}; the next request waits {longer:?} (the intake may still have taken this batch: it is sent again)"
                     ),
                 }
             }
@@ -92,6 +150,27 @@ impl Intake {
         }
     }
 }
+
+/// What an answer's body says, for the log: its first [`BODY_KEPT`] bytes, read no
+/// further (an intake or a proxy may answer with anything).
+async fn body_start(response: &mut reqwest::Response) -> String {
+    let mut kept = Vec::new();
+    while kept.len() < BODY_KEPT {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                kept.extend_from_slice(&chunk[..chunk.len().min(BODY_KEPT - kept.len())])
+            }
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&kept).chars().take(200).collect()
+}
+
+/// How far a request's timeout stretches after timeouts: 4 × the configured one.
+pub const MAX_STRETCH: u32 = 4;
+
+/// Bytes of an answer's body read at most.
+const BODY_KEPT: usize = 4096;
 
 /// `evrelay/<version>`, on every request.
 pub const USER_AGENT: &str = concat!("evrelay/", env!("CARGO_PKG_VERSION"));
