@@ -233,7 +233,26 @@ impl Tmpfs {
         Tmpfs(dir)
     }
 
+    /// Remounts with `options`. A remount read-only fails (EBUSY) while any file
+    /// on the volume is open for writing, and sled's background threads close the
+    /// store's files a moment after the journal is dropped: wait for this process
+    /// to hold no file there (what the kernel checks), not for a time.
     fn remount(&self, options: &str) {
+        let open_here = || {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+                .filter(|target| target.starts_with(&self.0))
+                .count()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while options.split(',').any(|o| o == "ro") && open_here() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "files on the volume still open 10 s after the journal was dropped"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let ok = Command::new("mount")
             .args(["-o", &format!("remount,{options}")])
             .arg(&self.0)
