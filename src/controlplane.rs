@@ -57,6 +57,8 @@ pub fn checks(readyz: &Readyz, host: &str, tags: &[String], now_s: i64) -> Vec<S
         .map(|(component, (status, message))| {
             let mut all = vec![format!("component:{component}")];
             all.extend(tags.iter().cloned());
+            all.sort_unstable();
+            all.dedup();
             ServiceCheck {
                 check: CHECK,
                 host_name: host.to_owned(),
@@ -91,21 +93,16 @@ pub async fn report(
     client: &kube::Client,
     intake: &Intake,
     host: &str,
-    cluster_name: Option<&str>,
+    tags: &[String],
     interval: Duration,
 ) -> Infallible {
-    let tags: Vec<String> = cluster_name
-        .filter(|c| !c.is_empty())
-        .map(|c| format!("kube_cluster_name:{c}"))
-        .into_iter()
-        .collect();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let reading = readyz(client).await;
         let now = jiff::Timestamp::now().as_second();
-        let body = encode_check_run(&checks(&reading, host, &tags, now));
+        let body = encode_check_run(&checks(&reading, host, tags, now));
         let answer = intake.send(&body).await;
         if answer.status.is_none_or(|s| !(200..300).contains(&s)) {
             tracing::warn!(detail = %answer.detail, "sending {CHECK} failed");

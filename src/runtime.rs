@@ -104,7 +104,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         shipper,
         metrics: metrics.clone(),
         host: settings.datadog.hostname.clone(),
-        cluster_name: settings.datadog.cluster_name.clone(),
+        check_tags: settings.datadog.check_tags(),
         check_interval: settings.datadog.service_check_interval,
     };
     let term = TermSettings {
@@ -229,7 +229,7 @@ struct NodeDuties {
     shipper: Arc<dyn Shipping>,
     metrics: Metrics,
     host: String,
-    cluster_name: Option<String>,
+    check_tags: Vec<String>,
     check_interval: Option<Duration>,
 }
 
@@ -253,9 +253,8 @@ impl Duties for NodeDuties {
         let Some(every) = self.check_interval else {
             return;
         };
-        let host = &self.host;
-        let cluster = self.cluster_name.as_deref();
-        match crate::controlplane::report(&self.client, &self.intake, host, cluster, every).await {}
+        let (host, tags) = (&self.host, &self.check_tags);
+        match crate::controlplane::report(&self.client, &self.intake, host, tags, every).await {}
     }
 
     fn sinks(&self) -> Vec<&'static str> {

@@ -168,12 +168,26 @@ async fn manifests_render_alike_and_the_api_server_accepts_them() {
     );
     assert_eq!(policy["ingress"][0]["ports"][0]["port"], 8080);
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let env = |name: &str| {
+        container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {}", container["env"]))
+            .clone()
+    };
     assert_eq!(
-        container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
+        env("POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
         "metadata.name"
     );
+    // evrelay's host is the Cluster Agent's: the node it runs on.
     assert_eq!(
-        container["env"][1]["valueFrom"]["secretKeyRef"]["name"],
+        env("NODE_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
+    assert_eq!(
+        env("DD_API_KEY")["valueFrom"]["secretKeyRef"]["name"],
         "evrelay-datadog"
     );
     assert!(

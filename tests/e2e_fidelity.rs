@@ -182,13 +182,25 @@ async fn datadogs_parser_reads_the_corpus_as_written() {
     // A long linger gathers each run's events into one batch, as the corpus
     // bundles them (bundles form per batch).
     let linger = ("EVRELAY_SHIP_FLUSH_INTERVAL_MS", "3000");
+    // The host of events that name no node, as the corpus expects it.
+    let host = ("DD_HOSTNAME", support::golden::HOSTNAME);
 
     // Run 1: created first, listed at start.
     let mut held = 0;
     for case in &with_cluster {
         held += create(&client, case).await;
     }
-    let mut evrelay = cp.spawn_evrelay_with(&data, &[("DD_CLUSTER_NAME", "prod"), linger]);
+    // The corpus' `config.tags` of these cases, given as a Cluster Agent user
+    // gives them: the Agent's own variable, split on whitespace.
+    let mut evrelay = cp.spawn_evrelay_with(
+        &data,
+        &[
+            ("DD_CLUSTER_NAME", "prod"),
+            ("DD_TAGS", "env:prod  team:platform"),
+            linger,
+            host,
+        ],
+    );
     assert!(
         eventually(DRAIN, || delivered_uids(&cp).len() >= held).await,
         "run 1 not delivered; log:\n{}",
@@ -209,10 +221,9 @@ async fn datadogs_parser_reads_the_corpus_as_written() {
         checks.contains(&("apiserver".into(), 0)) && checks.contains(&("etcd".into(), 0)),
         "no healthy control-plane checks: {checks:?}"
     );
-    assert!(
-        tags.contains(&"kube_cluster_name:prod".to_owned()),
-        "{tags:?}"
-    );
+    for tag in ["kube_cluster_name:prod", "env:prod", "team:platform"] {
+        assert!(tags.contains(&tag.to_owned()), "{tag} missing: {tags:?}");
+    }
     assert!(evrelay.terminate().success());
 
     // Run 2: created while evrelay is down, delivered by the resumed watch (every
@@ -223,8 +234,10 @@ async fn datadogs_parser_reads_the_corpus_as_written() {
         occurrences += case.events.len();
     }
     let before = delivered_uids(&cp).len();
-    let mut evrelay =
-        cp.spawn_evrelay_with(&data, &[linger, ("EVRELAY_DATADOG_COMPRESSION", "deflate")]);
+    let mut evrelay = cp.spawn_evrelay_with(
+        &data,
+        &[linger, host, ("EVRELAY_DATADOG_COMPRESSION", "deflate")],
+    );
     assert!(
         eventually(DRAIN, || delivered_uids(&cp).len() >= before + occurrences).await,
         "run 2 not delivered; log:\n{}",

@@ -6,10 +6,12 @@
 //!
 //! ```text
 //! { "about":    what the case is,
-//!   "config":   {"cluster_name": …, "events": { the `events:` section }},
+//!   "config":   {"cluster_name": …, "hostname": … (default `evrelay-host`),
+//!                "tags": [ `datadog.tags` ], "events": { the `events:` section }},
 //!   "template": an event every event of the case is laid over (optional),
 //!   "events":   the batch, in journal order (sequence numbers 1, 2, …),
-//!   "expected": the Datadog events, in order, each with the "seqs" it carries,
+//!   "expected": the Datadog events, in order, each with the "seqs" it carries
+//!               (tags in any order: they are compared sorted, as sent),
 //!   "filtered": the sequence numbers the filters leave out (optional) }
 //! ```
 //!
@@ -33,6 +35,8 @@ use evrelay::sinks::datadog::{DatadogSettings, EventsSettings, Transform};
 fn run(case: &Case) -> (serde_json::Value, serde_json::Value) {
     let datadog = DatadogSettings {
         cluster_name: case.cluster_name.clone(),
+        hostname: case.hostname.clone(),
+        tags: case.tags.clone(),
         ..Default::default()
     };
     let events = EventsSettings::try_from(case.events_config.clone())

@@ -26,7 +26,7 @@ use crate::admin::AdminSettings;
 use crate::journal::JournalSettings;
 use crate::leader::LeaderSettings;
 use crate::ship::ShipSettings;
-use crate::sinks::datadog::{DatadogSettings, EventsSettings};
+use crate::sinks::datadog::{DatadogSettings, EventsSettings, agent_global_tags};
 use crate::watch::WatchSettings;
 pub use problem::{ConfigError, Problem};
 pub use sections::{
@@ -85,10 +85,29 @@ impl Settings {
                 "see the configuration reference, docs/configuration.md",
             )
         })?;
-        // Defaults that depend on where evrelay runs: the pod's name.
+        // The Agent's global tags, after the configured ones.
+        let (global, dropped) = agent_global_tags(&env);
+        if let Some((var, tag)) = dropped.first() {
+            return Err(Problem::new(
+                *var,
+                format!("{tag:?} has no value: the Cluster Agent drops such global tags"),
+                "write it as key:value, or put it in datadog.tags, which keeps tags as written",
+            )
+            .into());
+        }
+        raw.datadog.tags.extend(global);
+        // Defaults that depend on where evrelay runs: the node and the pod. The
+        // host is the Cluster Agent's: `<node>-<cluster>`.
         let pod = env("POD_NAME").filter(|p| !p.is_empty());
         if raw.datadog.hostname.as_deref().is_none_or(str::is_empty) {
-            raw.datadog.hostname = pod.clone();
+            let node = env("NODE_NAME").filter(|n| !n.is_empty());
+            raw.datadog.hostname = match (node, raw.datadog.cluster_name.as_deref()) {
+                (Some(node), Some(cluster)) if !cluster.is_empty() => {
+                    Some(format!("{node}-{cluster}"))
+                }
+                (Some(node), _) => Some(node),
+                (None, _) => pod.clone(),
+            };
         }
         if raw.leader.identity.as_deref().is_none_or(str::is_empty) {
             raw.leader.identity = pod.or_else(machine_hostname);
@@ -472,5 +491,62 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.datadog.hostname, "h");
+    }
+
+    /// The Cluster Agent's host is the node it runs on, suffixed with the cluster.
+    #[test]
+    fn on_a_node_the_default_hostname_is_the_cluster_agents() {
+        let base = [
+            ("DD_API_KEY", "k"),
+            ("POD_NAME", "evrelay-1"),
+            ("NODE_NAME", "node-a"),
+        ];
+        let c = Settings::load(None, env(&base)).unwrap();
+        assert_eq!(c.datadog.hostname, "node-a");
+        let with_cluster = [&base[..], &[("DD_CLUSTER_NAME", "prod")]].concat();
+        let c = Settings::load(None, env(&with_cluster)).unwrap();
+        assert_eq!(c.datadog.hostname, "node-a-prod");
+        assert_eq!(c.leader.identity, "evrelay-1");
+    }
+
+    #[test]
+    fn a_cluster_name_the_cluster_agent_would_ignore_is_refused_with_the_fix() {
+        let err = Settings::load(
+            None,
+            env(&[("DD_API_KEY", "k"), ("DD_CLUSTER_NAME", "Prod_EU")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("datadog.cluster_name"), "{err}");
+        assert!(err.contains("\"prod-eu\""), "{err}");
+    }
+
+    #[test]
+    fn global_tags_come_after_the_configured_ones_and_need_a_value() {
+        let c = Settings::load(
+            None,
+            env(&[
+                ("DD_API_KEY", "k"),
+                ("EVRELAY_DATADOG_TAGS", "team:a, plain"),
+                ("DD_TAGS", "env:prod  region:eu"),
+                ("DD_EXTRA_TAGS", "extra:1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.datadog.tags,
+            ["team:a", "plain", "env:prod", "region:eu", "extra:1"]
+        );
+        assert_eq!(
+            c.datadog.check_tags(),
+            ["team:a", "plain", "env:prod", "region:eu", "extra:1"]
+        );
+        let err = Settings::load(
+            None,
+            env(&[("DD_API_KEY", "k"), ("DD_TAGS", "env:prod prod")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("DD_TAGS") && err.contains("\"prod\""), "{err}");
     }
 }

@@ -16,6 +16,7 @@ use crate::leader::LeaderSettings;
 use crate::ship::ShipSettings;
 use crate::sinks::datadog::{
     ApiKey, BadSelector, Choice, CollectedType, DatadogSettings, EventsSettings, Filter, SITES,
+    cluster_name_problem, normalized_cluster_name,
 };
 use crate::watch::WatchSettings;
 
@@ -31,8 +32,14 @@ pub struct DatadogSection {
     pub url: Option<String>,
     /// Tags every event with `kube_cluster_name` and suffixes node hosts (`DD_CLUSTER_NAME`).
     pub cluster_name: Option<String>,
-    /// `internalHostname` in payloads (`DD_HOSTNAME`); defaults to the pod name.
+    /// evrelay's host (`DD_HOSTNAME`): `internalHostname` in payloads, the service
+    /// checks' host, and the host of events that name no node. Default:
+    /// `<node>-<cluster>` from `NODE_NAME` (the downward API), else the pod name.
     pub hostname: Option<String>,
+    /// Tags added to every event, log and service check (the check instance's
+    /// `tags:`); the Agent's `DD_TAGS`, `DD_EXTRA_TAGS` and
+    /// `DD_CLUSTER_CHECKS_EXTRA_TAGS` are added after them.
+    pub tags: Vec<String>,
     /// `events` (the Cluster Agent's events, the default) or `logs`.
     pub output: String,
     /// `zstd` (the default) or `deflate`, for event payloads; logs are gzipped.
@@ -55,6 +62,7 @@ impl Default for DatadogSection {
             url: d.url,
             cluster_name: d.cluster_name,
             hostname: None,
+            tags: Vec::new(),
             output: word(d.output),
             compression: word(d.compression),
             logs_url: d.logs_url,
@@ -152,6 +160,28 @@ impl TryFrom<DatadogSection> for DatadogSettings {
                 );
             }
         }
+        let hostname = s.hostname.unwrap_or_else(|| "evrelay".into());
+        let cluster_name = s.cluster_name.filter(|c| !c.is_empty());
+        if let Some(name) = &cluster_name
+            && let Some(problem) = cluster_name_problem(name, &hostname)
+        {
+            let fixed = normalized_cluster_name(name);
+            let fix = if cluster_name_problem(&fixed, &hostname).is_none() {
+                format!(
+                    "use {fixed:?} (the Cluster Agent would ignore {name:?} and send no kube_cluster_name)"
+                )
+            } else {
+                "use lowercase letters, digits, '-' and '.', starting with a letter".to_owned()
+            };
+            p.push("datadog.cluster_name", problem, fix);
+        }
+        if s.tags.iter().any(|t| t.trim().is_empty()) {
+            p.push(
+                "datadog.tags",
+                "a tag is empty",
+                "remove it, or write it as key:value",
+            );
+        }
         let output = choice(&mut p, "datadog.output", &s.output);
         let compression = choice(&mut p, "datadog.compression", &s.compression);
         let (Some(api_key), Some(output), Some(compression)) = (api_key, output, compression)
@@ -163,8 +193,9 @@ impl TryFrom<DatadogSection> for DatadogSettings {
             site: s.site,
             url: s.url,
             logs_url: s.logs_url,
-            cluster_name: s.cluster_name.filter(|c| !c.is_empty()),
-            hostname: s.hostname.unwrap_or_else(|| "evrelay".into()),
+            cluster_name,
+            hostname,
+            tags: s.tags,
             output,
             compression,
             service_check_interval: (s.service_check_interval_seconds > 0)

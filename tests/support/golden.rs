@@ -13,11 +13,19 @@ pub struct Case {
     pub name: String,
     pub about: String,
     pub cluster_name: Option<String>,
+    /// evrelay's own host (`config.hostname`, else [`HOSTNAME`]).
+    pub hostname: String,
+    /// `datadog.tags` (`config.tags`).
+    pub tags: Vec<String>,
     pub events_config: EventsSection,
     pub events: Vec<Value>,
     pub expected: Vec<Value>,
     pub filtered: Vec<u64>,
 }
+
+/// evrelay's host in every case that sets none: the host of events that name no
+/// node. The end-to-end runs set `DD_HOSTNAME` to it.
+pub const HOSTNAME: &str = "evrelay-host";
 
 /// Every case, by file name.
 pub fn cases() -> Vec<Case> {
@@ -48,19 +56,44 @@ fn read(path: &Path) -> Case {
     Case {
         about: doc["about"].as_str().unwrap_or_default().to_owned(),
         cluster_name: config["cluster_name"].as_str().map(Into::into),
+        hostname: config["hostname"].as_str().unwrap_or(HOSTNAME).to_owned(),
+        tags: config["tags"]
+            .as_array()
+            .map(|a| a.iter().map(|t| t.as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default(),
         events_config: match config.get("events") {
             Some(v) => serde_json::from_value(v.clone())
                 .unwrap_or_else(|e| panic!("{name}: config.events: {e}")),
             None => EventsSection::default(),
         },
         events,
-        expected: doc["expected"].as_array().cloned().unwrap_or_default(),
+        expected: doc["expected"]
+            .as_array()
+            .map(|a| a.iter().map(sorted_tags).collect())
+            .unwrap_or_default(),
         filtered: doc["filtered"]
             .as_array()
             .map(|a| a.iter().map(|v| v.as_u64().unwrap()).collect())
             .unwrap_or_default(),
         name,
     }
+}
+
+/// An expected Datadog event with its tags as the Agent's aggregator sends them:
+/// sorted byte-wise, repeats removed. The corpus writes them in the order the
+/// Cluster Agent's check makes them, which is easier to check by eye.
+fn sorted_tags(event: &Value) -> Value {
+    let mut event = event.clone();
+    if let Some(tags) = event.get_mut("tags").and_then(Value::as_array_mut) {
+        let mut strings: Vec<String> = tags
+            .iter()
+            .map(|t| t.as_str().unwrap().to_owned())
+            .collect();
+        strings.sort_unstable();
+        strings.dedup();
+        *tags = strings.into_iter().map(Value::String).collect();
+    }
+    event
 }
 
 /// `over` laid on `base`: mappings merged key by key, anything else replaced.

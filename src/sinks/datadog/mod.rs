@@ -136,10 +136,17 @@ pub struct DatadogSettings {
     pub url: Option<String>,
     /// The logs intake's base URL (default `DD_URL`, else the site's).
     pub logs_url: Option<String>,
-    /// Tags every event with `kube_cluster_name` and suffixes node hosts.
+    /// Tags every event with `kube_cluster_name` and suffixes node hosts. Valid
+    /// by the Cluster Agent's rule ([`cluster_name_problem`]).
     pub cluster_name: Option<String>,
-    /// `internalHostname` in payloads: `DD_HOSTNAME`, else the pod's name.
+    /// evrelay's own host, as the Cluster Agent's is: `internalHostname` in
+    /// payloads, the host of the service checks and of every event that names no
+    /// node (`DD_HOSTNAME`, else `<node>-<cluster>` from `NODE_NAME`, else the
+    /// pod's name).
     pub hostname: String,
+    /// Added to every event, log and service check: `datadog.tags`, then the
+    /// Agent's global tags (`DD_TAGS`, `DD_EXTRA_TAGS`, `DD_CLUSTER_CHECKS_EXTRA_TAGS`).
+    pub tags: Vec<String>,
     pub output: Output,
     /// For event payloads; logs and service checks are gzipped.
     pub compression: Compression,
@@ -156,6 +163,7 @@ impl Default for DatadogSettings {
             logs_url: None,
             cluster_name: None,
             hostname: "evrelay".into(),
+            tags: Vec::new(),
             output: Output::Events,
             compression: Compression::Zstd,
             service_check_interval: Some(Duration::from_secs(15)),
@@ -173,6 +181,16 @@ impl DatadogSettings {
         }
     }
 
+    /// The tags of evrelay's service checks: the cluster's, then the configured
+    /// and global tags (the Cluster Agent adds the same to its checks).
+    pub fn check_tags(&self) -> Vec<String> {
+        let cluster = self
+            .cluster_name
+            .iter()
+            .map(|c| format!("kube_cluster_name:{c}"));
+        cluster.chain(self.tags.iter().cloned()).collect()
+    }
+
     /// The logs intake's base URL: `logs_url`, else `url` (one intake for all, as
     /// in tests and behind proxies), else the site's logs intake.
     pub fn logs_base_url(&self) -> String {
@@ -182,6 +200,65 @@ impl DatadogSettings {
         }
     }
 }
+
+/// What is wrong with a cluster name, by the Cluster Agent's rule, and the name it
+/// would take: dot-separated labels of lowercase letters, digits and `-`, each
+/// starting with a letter and ending with a letter or digit, and
+/// `<hostname>-<name>` at most 255 bytes. The Cluster Agent ignores a configured
+/// name that breaks it (no `kube_cluster_name`, no host suffix); evrelay refuses
+/// to start and says what to write instead.
+pub fn cluster_name_problem(name: &str, hostname: &str) -> Option<String> {
+    let label_ok = |l: &str| {
+        let b = l.as_bytes();
+        !b.is_empty()
+            && b[0].is_ascii_lowercase()
+            && (b[b.len() - 1].is_ascii_lowercase() || b[b.len() - 1].is_ascii_digit())
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+    };
+    if !name.split('.').all(label_ok) {
+        return Some(format!(
+            "{name:?} is not a valid cluster name (dot-separated labels of lowercase letters, digits and '-', each starting with a letter)"
+        ));
+    }
+    if hostname.len() + 1 + name.len() > 255 {
+        return Some(format!(
+            "\"{hostname}-{name}\" (the host alias) is longer than 255 bytes"
+        ));
+    }
+    None
+}
+
+/// The name the Cluster Agent makes of a cluster name it discovers: lowercase,
+/// `_` as `-` (its RFC 1123 mode, on by default). For the fix a problem suggests.
+pub fn normalized_cluster_name(name: &str) -> String {
+    name.to_lowercase().replace('_', "-")
+}
+
+/// The Agent's global tags from its environment variables: each value split on
+/// whitespace (how the Agent reads a list from a variable: no commas, no JSON),
+/// and only `key:value` tags kept, as the Cluster Agent keeps them. Returns the
+/// tags and the ones it would drop, by variable.
+pub fn agent_global_tags(
+    env: &impl Fn(&str) -> Option<String>,
+) -> (Vec<String>, Vec<(&'static str, String)>) {
+    let mut tags = Vec::new();
+    let mut dropped = Vec::new();
+    for var in GLOBAL_TAG_VARIABLES {
+        for tag in env(var).unwrap_or_default().split_whitespace() {
+            if tag.contains(':') {
+                tags.push(tag.to_owned());
+            } else {
+                dropped.push((var, tag.to_owned()));
+            }
+        }
+    }
+    (tags, dropped)
+}
+
+/// Where the Cluster Agent reads the tags it adds to everything it sends.
+pub const GLOBAL_TAG_VARIABLES: [&str; 3] =
+    ["DD_TAGS", "DD_EXTRA_TAGS", "DD_CLUSTER_CHECKS_EXTRA_TAGS"];
 
 /// Which events are forwarded and how they are grouped, checked (`events:` in the
 /// configuration). The names are the Cluster Agent's check options.
@@ -220,5 +297,54 @@ impl fmt::Debug for ApiKey {
 impl fmt::Display for ApiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Cluster Agent's own cases (`pkg/util/kubernetes/clustername`,
+    /// `clustername_test.go`, hostname `hostname`).
+    #[test]
+    fn cluster_names_are_judged_as_the_cluster_agent_judges_them() {
+        for valid in [
+            "laika",
+            "youri",
+            "aclusternamewitha.dot",
+            "a.cluster.name.with.dots",
+        ] {
+            assert_eq!(cluster_name_problem(valid, "hostname"), None, "{valid}");
+        }
+        let too_long = format!("{}too", "toolong".repeat(35));
+        for invalid in [
+            "Capital",
+            "with_underscore",
+            "with_dot._underscore",
+            too_long.as_str(),
+            "a..a",
+            "a.1.a",
+            "mx.gmail.com.",
+        ] {
+            assert!(
+                cluster_name_problem(invalid, "hostname").is_some(),
+                "{invalid}"
+            );
+        }
+        assert_eq!(normalized_cluster_name("Prod_EU"), "prod-eu");
+        assert_eq!(normalized_cluster_name("cluster_name_"), "cluster-name-");
+    }
+
+    #[test]
+    fn global_tags_split_on_whitespace_and_keep_key_value_only() {
+        let env = |v: &str| match v {
+            "DD_TAGS" => Some("env:prod  team:a,b:c\tnocolon".to_owned()),
+            "DD_EXTRA_TAGS" => Some(String::new()),
+            "DD_CLUSTER_CHECKS_EXTRA_TAGS" => Some(" region:eu ".to_owned()),
+            _ => None,
+        };
+        let (tags, dropped) = agent_global_tags(&env);
+        assert_eq!(tags, ["env:prod", "team:a,b:c", "region:eu"]);
+        assert_eq!(dropped, [("DD_TAGS", "nocolon".to_owned())]);
     }
 }

@@ -17,12 +17,12 @@
 //! | — size             | a new bundle starts before the estimated text passes 3750 bytes (250 + component, + 11 + line per distinct line), as the Cluster Agent estimates it; evrelay also starts one after [`MAX_BUNDLE_EVENTS`] events, so their `evrelay_id` tags stay few. A line that cannot fit alone is cut, with [`TRUNCATION_MARKER`] (the Cluster Agent drops that event) |
 //! | `timestamp`        | the latest last-seen time, as above (Unix seconds)                      |
 //! | `priority`         | `normal`                                                                |
-//! | `host`             | Pod: `source.host`; Node: its name; then `-<cluster>` when `DD_CLUSTER_NAME` is set; else none |
+//! | `host`             | Pod: `source.host`; Node: its name; then `-<cluster>` when `DD_CLUSTER_NAME` is set; else (and for a Pod without `source.host`) evrelay's own host, `datadog.hostname`, as the Cluster Agent's sender fills an empty host with its own |
 //! | `alert_type`       | Warning → `warning`, anything else → `info`                            |
-//! | `aggregation_key`  | `kubernetes_apiserver:<involvedObject.uid>`                             |
+//! | `aggregation_key`  | `kubernetes_apiserver:<involvedObject.uid>` (written with an empty uid too, as the Cluster Agent writes it) |
 //! | `source_type_name` | `kubernetes`                                                            |
 //! | `event_type`       | `kubernetes_apiserver`                                                  |
-//! | `tags`             | in this order: `kube_kind`, `kube_name`, `kubernetes_kind`, `name`, `kube_namespace`, `namespace`, the kind tag ([`kind_tag`]: `pod_name`, `kube_deployment`, …), `source_component`, `orchestrator:kubernetes`, `reporting_controller`, `kube_cluster_name`; then `evrelay_id:<uid>.<resourceVersion>` for every event in the bundle. Tags with no value are left out (the Cluster Agent sends `reporting_controller:` empty) |
+//! | `tags`             | `kube_kind`, `kube_name`, `kubernetes_kind`, `name`, `kube_namespace` and `namespace` (only with a namespace), the kind tag ([`kind_tag`]: `pod_name`, `kube_deployment`, …), `source_component`, `orchestrator:kubernetes`, `reporting_controller`, `kube_cluster_name` (only with a cluster name), `datadog.tags` and the Agent's global tags (`DD_TAGS`, `DD_EXTRA_TAGS`, `DD_CLUSTER_CHECKS_EXTRA_TAGS`), and `evrelay_id:<uid>.<resourceVersion>` for every event in the bundle; sorted byte-wise, exact repeats removed, as the Agent's aggregator sends them. An empty value is still a tag (`reporting_controller:`), as the Cluster Agent's check writes it |
 //!
 //! Bundled mode needs a kind, a name, a reason and a message to build a line and a
 //! title. The Cluster Agent skips events without them; evrelay sends them unbundled.
@@ -35,7 +35,7 @@
 //! | `msg_title`   | `<Kind> <ns>/<name>: <Reason>`                                     |
 //! | `msg_text`    | the message, cut at [`MAX_TEXT_CHARS`] with [`TRUNCATION_MARKER`]  |
 //! | `timestamp`   | the later of lastTimestamp and `series.lastObservedTime`, else eventTime (evrelay: else firstTimestamp, else creation, else the time it was received) |
-//! | `tags`        | the same set plus `event_reason:<Reason>`, sorted, no repeats (the Cluster Agent sorts them too) |
+//! | `tags`        | the same set plus `event_reason:<Reason>`                          |
 //!
 //! With `collected_event_types` set, unbundled mode sends only the events they name
 //! one by one; the rest are bundled if `bundle_unspecified_events`, else left out.
@@ -105,6 +105,10 @@ pub struct Transform {
     bundle_unspecified: bool,
     filter: Filter,
     cluster_name: String,
+    /// evrelay's host: the host of events that name no node.
+    hostname: String,
+    /// `datadog.tags` and the Agent's global tags.
+    tags: Vec<String>,
 }
 
 impl Transform {
@@ -115,6 +119,8 @@ impl Transform {
             bundle_unspecified: events.bundle_unspecified_events,
             filter: events.filter.clone(),
             cluster_name: datadog.cluster_name.clone().unwrap_or_default(),
+            hostname: datadog.hostname.clone(),
+            tags: datadog.tags.clone(),
         }
     }
 
@@ -173,13 +179,12 @@ impl Transform {
         let e = &o.event;
         let reason = text(&e.reason);
         let mut tags = self.object_tags(e);
-        push(&mut tags, "event_reason", reason);
+        tags.push(format!("event_reason:{reason}"));
         tags.push(idempotency_tag(
             text(&e.metadata.uid),
             text(&e.metadata.resource_version),
         ));
-        tags.sort();
-        tags.dedup();
+        sort_unique(&mut tags);
         Outbound {
             seqs: vec![o.seq],
             item: DdEvent {
@@ -200,33 +205,42 @@ impl Transform {
         }
     }
 
-    /// The tags of the involved object and the reporter, in the Cluster Agent's order.
+    /// The tags of the involved object and the reporter, as the Cluster Agent's
+    /// check makes them (an empty value is still a tag, `reporting_controller:`,
+    /// except for the namespace pair), then the cluster and the configured tags.
     fn object_tags(&self, e: &KubeEvent<'_>) -> Vec<String> {
         let kind = text(&e.involved_object.kind);
         let name = text(&e.involved_object.name);
         let namespace = text(&e.involved_object.namespace);
-        let mut tags = Vec::with_capacity(16);
-        push(&mut tags, "kube_kind", kind);
-        push(&mut tags, "kube_name", name);
-        push(&mut tags, "kubernetes_kind", kind);
-        push(&mut tags, "name", name);
-        push(&mut tags, "kube_namespace", namespace);
-        push(&mut tags, "namespace", namespace);
-        if let Some(tag) = kind_tag(kind) {
-            push(&mut tags, tag, name);
+        let mut tags = Vec::with_capacity(16 + self.tags.len());
+        tags.extend([
+            format!("kube_kind:{kind}"),
+            format!("kube_name:{name}"),
+            format!("kubernetes_kind:{kind}"),
+            format!("name:{name}"),
+        ]);
+        if !namespace.is_empty() {
+            tags.push(format!("kube_namespace:{namespace}"));
+            tags.push(format!("namespace:{namespace}"));
         }
-        push(&mut tags, "source_component", text(&e.source.component));
-        push(&mut tags, "orchestrator", "kubernetes");
-        push(
-            &mut tags,
-            "reporting_controller",
-            text(&e.reporting_component),
-        );
-        push(&mut tags, "kube_cluster_name", &self.cluster_name);
+        if let Some(tag) = kind_tag(kind) {
+            tags.push(format!("{tag}:{name}"));
+        }
+        tags.extend([
+            format!("source_component:{}", text(&e.source.component)),
+            "orchestrator:kubernetes".to_owned(),
+            format!("reporting_controller:{}", text(&e.reporting_component)),
+        ]);
+        if !self.cluster_name.is_empty() {
+            tags.push(format!("kube_cluster_name:{}", self.cluster_name));
+        }
+        tags.extend(self.tags.iter().cloned());
         tags
     }
 
-    /// Pod events are about the node that reported them, node events about the node.
+    /// Pod events are about the node that reported them, node events about the
+    /// node; any other event is about evrelay's own host, as the Cluster Agent's
+    /// sender fills an empty host with its own.
     fn host(&self, e: &KubeEvent<'_>) -> String {
         let node = match text(&e.involved_object.kind) {
             "Pod" => text(&e.source.host),
@@ -234,7 +248,7 @@ impl Transform {
             _ => "",
         };
         match (node, self.cluster_name.as_str()) {
-            ("", _) => String::new(),
+            ("", _) => self.hostname.clone(),
             (node, "") => node.to_owned(),
             (node, cluster) => format!("{node}-{cluster}"),
         }
@@ -350,6 +364,7 @@ impl<'a> Bundle<'a> {
         .replace('~', "\\~");
         let mut tags = t.object_tags(e);
         tags.extend(self.ids);
+        sort_unique(&mut tags);
         Outbound {
             seqs: self.seqs,
             item: DdEvent {
@@ -396,10 +411,7 @@ fn readable_key(e: &KubeEvent<'_>) -> String {
 }
 
 fn aggregation_key(e: &KubeEvent<'_>) -> String {
-    match text(&e.involved_object.uid) {
-        "" => String::new(),
-        uid => format!("kubernetes_apiserver:{uid}"),
-    }
+    format!("kubernetes_apiserver:{}", text(&e.involved_object.uid))
 }
 
 fn alert_type(event_type: &str) -> &'static str {
@@ -426,10 +438,11 @@ pub fn kind_tag(kind: &str) -> Option<&'static str> {
     })
 }
 
-fn push(tags: &mut Vec<String>, key: &str, value: &str) {
-    if !value.is_empty() {
-        tags.push(format!("{key}:{value}"));
-    }
+/// Tags as the Agent's aggregator sends them: sorted byte-wise, exact repeats
+/// removed.
+fn sort_unique(tags: &mut Vec<String>) {
+    tags.sort_unstable();
+    tags.dedup();
 }
 
 /// A Unix time as Go's `time.Time.String()` prints it in UTC.

@@ -272,3 +272,50 @@ fn a_series_shows_its_count_and_its_last_observed_time() {
     let unbundled = transform(None, "unbundled").map(&batch(&raws)).outbound;
     assert_eq!(unbundled[0].item.timestamp, 1_795_342_140);
 }
+
+/// What the Cluster Agent's sender and aggregator add after its check: its own
+/// host where the event names no node, the configured and global tags, and every
+/// tag sorted once, empty values included.
+#[test]
+fn the_senders_host_and_tags_are_added_and_everything_sorted() {
+    let datadog = DatadogSettings {
+        cluster_name: Some("prod".into()),
+        hostname: "node-z-prod".into(),
+        tags: vec!["team:a".into(), "env:prod".into(), "team:a".into()],
+        ..Default::default()
+    };
+    let t = Transform::new(&EventsSettings::default(), &datadog);
+    let raws = [
+        r#"{"metadata":{"uid":"e-1","resourceVersion":"5","namespace":"shop"},
+        "involvedObject":{"kind":"Deployment","name":"web","namespace":"shop"},
+        "reason":"ScalingReplicaSet","message":"Scaled up","type":"Normal","count":1,
+        "lastTimestamp":"2026-11-22T10:05:00Z"}"#
+            .to_owned(),
+    ];
+    let out = t.map(&batch(&raws)).outbound;
+    let dd = &out[0].item;
+    assert_eq!(dd.host, "node-z-prod", "no node named: evrelay's own host");
+    assert_eq!(
+        dd.aggregation_key, "kubernetes_apiserver:",
+        "written as the Agent writes it"
+    );
+    assert_eq!(
+        dd.tags,
+        [
+            "env:prod",
+            "evrelay_id:e-1.5",
+            "kube_cluster_name:prod",
+            "kube_deployment:web",
+            "kube_kind:Deployment",
+            "kube_name:web",
+            "kube_namespace:shop",
+            "kubernetes_kind:Deployment",
+            "name:web",
+            "namespace:shop",
+            "orchestrator:kubernetes",
+            "reporting_controller:",
+            "source_component:",
+            "team:a",
+        ]
+    );
+}
