@@ -453,6 +453,19 @@ async fn readyz(Extract(s): Extract<State>) -> Response {
     (status, format!("{what}{disk}\n")).into_response()
 }
 
+/// How long the admin endpoint may take to finish its requests at shutdown: a
+/// client that sent half a request (or reads slowly) does not hold the exit up.
+const ADMIN_GRACE: Duration = Duration::from_secs(2);
+
+/// Waits for the endpoint [`serve`] runs to stop (after its stop token), for at most [`ADMIN_GRACE`].
+pub async fn stop(admin: tokio::task::JoinHandle<std::io::Result<()>>) {
+    let abort = admin.abort_handle();
+    if tokio::time::timeout(ADMIN_GRACE, admin).await.is_err() {
+        tracing::warn!("admin requests still open at shutdown were cut off");
+        abort.abort();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

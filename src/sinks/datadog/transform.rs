@@ -14,7 +14,7 @@
 //! | — a line           | `<count> **<Reason>**: <Message>\n`, one per distinct reason and message, sorted, joined by a space |
 //! | — `<count>`        | the sum of the events' `count` (evrelay: each event counted once, at its highest count, however many of its bumps the batch holds; an event without `count` counts its `series.count`, else 1. The Cluster Agent reads `count` only, so an events.k8s.io/v1 series shows `0`) |
 //! | — `<last>`/`<first>` | the latest last-seen time (the later of lastTimestamp and `series.lastObservedTime`, else eventTime) and the earliest firstTimestamp (else eventTime), as Go prints a UTC time: `2026-11-22 10:05:00 +0000 UTC` (the Cluster Agent's "since" is the first time of whichever event came last; evrelay takes the earliest, as the words say; the Agent ignores series, so a series' "seen at" is its first occurrence there) |
-//! | — size             | a new bundle starts before the estimated text passes 3750 bytes (250 + component, + 11 + line per distinct line), as the Cluster Agent estimates it; evrelay also starts one after [`MAX_BUNDLE_EVENTS`] events, so their `evrelay_id` tags stay few. A line that cannot fit alone is cut, with [`TRUNCATION_MARKER`] (the Cluster Agent drops that event) |
+//! | — size             | a new bundle starts before the estimated text passes 3750 bytes (250 + component, + 11 + line per distinct line), as the Cluster Agent estimates it; evrelay also starts one before its tags would pass [`MAX_TAGS`] (100, Datadog's documented limit per event; one `evrelay_id` per event) and after at most [`MAX_BUNDLE_EVENTS`] events. A line that cannot fit alone is cut, with [`TRUNCATION_MARKER`] (the Cluster Agent drops that event) |
 //! | `timestamp`        | the latest last-seen time, as above (Unix seconds)                      |
 //! | `priority`         | `normal`                                                                |
 //! | `host`             | Pod: `source.host`; Node: its name; then `-<cluster>` when `DD_CLUSTER_NAME` is set; else (and for a Pod without `source.host`) evrelay's own host, `datadog.hostname`, as the Cluster Agent's sender fills an empty host with its own |
@@ -66,6 +66,10 @@ const MAX_BUNDLE_TEXT: usize = 3750;
 const BUNDLE_OVERHEAD: usize = 250;
 /// Events in one bundle at the most (one `evrelay_id` tag each).
 pub const MAX_BUNDLE_EVENTS: usize = 100;
+/// Tags on one Datadog event at the most: Datadog's events API documents 100
+/// (its v2 `EventPayload.tags`: "Maximum of 100 tags allowed"). A bundle stops
+/// taking events before its `evrelay_id` tags would pass it.
+pub const MAX_TAGS: usize = 100;
 
 /// One Datadog event as `/intake/` takes it. Empty fields are omitted.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -151,9 +155,9 @@ impl Transform {
                 text(&e.involved_object.uid),
                 text(&e.type_),
             );
-            let current = open.entry(key).or_insert_with(|| Bundle::new(o));
+            let current = open.entry(key).or_insert_with(|| Bundle::new(o, self));
             if !current.fits(o) {
-                let full = std::mem::replace(current, Bundle::new(o));
+                let full = std::mem::replace(current, Bundle::new(o, self));
                 out.push((full.seqs[0], full.finish(self)));
             }
             current.add(o);
@@ -260,6 +264,8 @@ struct Bundle<'a> {
     first: &'a KubeEvent<'a>,
     seqs: Vec<u64>,
     ids: Vec<String>,
+    /// Events it takes at the most: one `evrelay_id` tag each, within [`MAX_TAGS`].
+    max_events: usize,
     /// Line text (`**Reason**: Message\n`) → each event's highest count, by event
     /// uid (by sequence number for an event without one: it counts on its own).
     lines: BTreeMap<String, HashMap<String, i64>>,
@@ -269,11 +275,15 @@ struct Bundle<'a> {
 }
 
 impl<'a> Bundle<'a> {
-    fn new(o: &'a Occurrence<'a>) -> Bundle<'a> {
+    fn new(o: &'a Occurrence<'a>, t: &Transform) -> Bundle<'a> {
+        let other_tags = t.object_tags(&o.event).len();
         Bundle {
             first: &o.event,
             seqs: Vec::new(),
             ids: Vec::new(),
+            max_events: MAX_TAGS
+                .saturating_sub(other_tags)
+                .clamp(1, MAX_BUNDLE_EVENTS),
             lines: BTreeMap::new(),
             estimate: BUNDLE_OVERHEAD + text(&o.event.source.component).len(),
             first_seen_s: None,
@@ -286,7 +296,7 @@ impl<'a> Bundle<'a> {
         if self.seqs.is_empty() {
             return true;
         }
-        if self.seqs.len() >= MAX_BUNDLE_EVENTS {
+        if self.seqs.len() >= self.max_events {
             return false;
         }
         let line = self.line(&o.event);

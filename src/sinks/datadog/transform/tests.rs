@@ -319,3 +319,35 @@ fn the_senders_host_and_tags_are_added_and_everything_sorted() {
         ]
     );
 }
+
+/// Datadog takes 100 tags per event: a bundle's `evrelay_id` tags make room for
+/// the object's and the configured ones, and a new bundle starts.
+#[test]
+fn a_bundle_never_carries_more_than_100_tags() {
+    let datadog = DatadogSettings {
+        tags: (0..40).map(|i| format!("t{i}:x")).collect(),
+        ..Default::default()
+    };
+    let t = Transform::new(&EventsSettings::default(), &datadog);
+    let raws: Vec<String> = (0..150)
+        .map(|i| {
+            pod_event(
+                &format!("e-{i}"),
+                &i.to_string(),
+                "Warning",
+                "BackOff",
+                "b",
+                1,
+            )
+        })
+        .collect();
+    let out = t.map(&batch(&raws)).outbound;
+    assert!(out.iter().all(|o| o.item.tags.len() <= MAX_TAGS));
+    assert_eq!(
+        out[0].item.tags.len(),
+        MAX_TAGS,
+        "full bundles use every tag"
+    );
+    let carried: usize = out.iter().map(|o| o.seqs.len()).sum();
+    assert_eq!(carried, 150, "every event in one bundle or another");
+}

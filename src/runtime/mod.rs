@@ -2,19 +2,19 @@
 //! shipper, the admin endpoint and the leadership, and runs them until shutdown.
 //! Every rule lives in the modules; this file only wires them.
 
+mod open;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::admin;
-use crate::backoff::Backoff;
 use crate::config::Settings;
-use crate::journal::{Journal, JournalError, JournalSettings, open_or_recover};
+use crate::journal::{Journal, JournalError};
 use crate::leader::term::{Leader, TermError, TermSettings};
 use crate::leader::{Duties, Elector, Timing, TokenMirror};
 use crate::metrics::Metrics;
-use crate::record::Gap;
 use crate::ship::{Shipper, Shipping};
 use crate::sinks::datadog::{EventsSink, Intake, LogsSink, Output};
 use crate::watch::{KubeEvents, WatchSettings, Watcher};
@@ -60,10 +60,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         }
         None => None,
     };
-    let Some(journal) = open_journal(&settings.journal, &status, &metrics, &shutdown).await? else {
+    let Some(journal) = open::journal(&settings.journal, &status, &metrics, &shutdown).await?
+    else {
         stop.cancel();
         if let Some(admin) = admin {
-            stop_admin(admin).await;
+            admin::stop(admin).await;
         }
         return Ok(());
     };
@@ -120,80 +121,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let _ = housekeeping.await;
     let _ = heartbeat.await;
     if let Some(admin) = admin {
-        stop_admin(admin).await;
+        admin::stop(admin).await;
     }
     journal.checkpoint()?;
     result?;
     tracing::info!("stopped cleanly");
     Ok(())
-}
-
-/// How long the admin endpoint may take to finish its requests at shutdown: a
-/// client that sent half a request (or reads slowly) does not hold the exit up.
-const ADMIN_GRACE: Duration = Duration::from_secs(2);
-
-/// Waits for the admin endpoint to stop, for at most [`ADMIN_GRACE`].
-async fn stop_admin(admin: tokio::task::JoinHandle<std::io::Result<()>>) {
-    let abort = admin.abort_handle();
-    if tokio::time::timeout(ADMIN_GRACE, admin).await.is_err() {
-        tracing::warn!("admin requests still open at shutdown were cut off");
-        abort.abort();
-    }
-}
-
-/// Opens the journal, setting a damaged one aside (`journal/recover.rs`). A disk
-/// that refuses (read-only, full, failing) is waited out with a backoff, not
-/// crashed on: a restart would find it the same, and nothing is moved aside for
-/// it. `None` on shutdown.
-async fn open_journal(
-    settings: &JournalSettings,
-    status: &admin::State,
-    metrics: &Metrics,
-    shutdown: &CancellationToken,
-) -> Result<Option<Journal>, RunError> {
-    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
-    let mut last_error = String::new();
-    loop {
-        let opening = std::time::Instant::now();
-        tracing::info!(data_dir = %settings.data_dir.display(), "opening the journal");
-        status.set_starting("starting: opening the journal");
-        let s = settings.clone();
-        let opened = tokio::task::spawn_blocking(move || open_or_recover(&s))
-            .await
-            .map_err(|e| JournalError::Task(e.to_string()))?;
-        match opened {
-            Ok((journal, recovery)) => {
-                tracing::info!(path = %journal.path().display(), records = journal.len(), took = ?opening.elapsed(), "journal open");
-                if let Some(r) = recovery {
-                    metrics.gap(Gap::JournalDamaged);
-                    let moved_to = r.moved_to.display();
-                    tracing::error!(
-                        why = %r.reason,
-                        %moved_to,
-                        resumed_from = r.resumed_from.as_ref().map_or("(the mirror's token, or a fresh list)", |t| t.resource_version.as_str()),
-                        last_known_head = r.last_known.map(|s| s.head),
-                        "the journal was damaged: set aside (inspect it with `evrelay dump --data-dir {moved_to}`), a fresh journal took its place; events between the last shipped-through token and the damage may be missing or sent twice (gap recorded)"
-                    );
-                }
-                return Ok(Some(journal));
-            }
-            Err(e) if e.is_unwritable() => {
-                let message = e.to_string();
-                if message != last_error {
-                    tracing::error!(error = %e, "the journal cannot be opened: the disk refuses it (nothing is set aside for that); retrying");
-                    last_error = message;
-                }
-                status.set_starting(format!(
-                    "starting: the journal cannot be opened ({e}); retrying"
-                ));
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(None),
-                    _ = tokio::time::sleep(backoff.wait()) => {}
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 /// The shipper of the configured Datadog output.
