@@ -19,6 +19,7 @@
 //! - [`delivery`]: the delivery rules (new occurrence?, what an intake answer means,
 //!   where a new leader resumes), in one file.
 //! - [`controlplane`]: the leader's `kube_apiserver_controlplane.up` service check.
+//! - [`quotas`]: the leader's OpenShift cluster quota gauges.
 //! - [`event`]: a borrowed view of an event's JSON, shared by the stages.
 //! - [`config`]: the YAML file and the environment, checked into typed settings.
 //! - [`cli`] and [`cmd`]: the command line and one file per command; [`runtime`]:
@@ -41,6 +42,7 @@ pub mod event;
 pub mod journal;
 pub mod leader;
 pub mod metrics;
+pub mod quotas;
 pub mod record;
 pub mod runtime;
 pub mod ship;

@@ -48,6 +48,12 @@ pub struct DatadogSection {
     pub logs_url: Option<String>,
     /// How often the leader reports `kube_apiserver_controlplane.up`; 0: never.
     pub service_check_interval_seconds: u64,
+    /// Report OpenShift's cluster quotas (the Cluster Agent's
+    /// `collect_openshift_clusterquotas`); nothing is asked of a cluster that is
+    /// not OpenShift.
+    pub collect_openshift_clusterquotas: bool,
+    /// How often the leader reports the cluster quotas.
+    pub openshift_quota_interval_seconds: u64,
     /// Accept `http://` intake URLs, which carry the API key in the clear: for a
     /// local test intake or a proxy on the same host only.
     pub allow_insecure_http: bool,
@@ -67,6 +73,8 @@ impl Default for DatadogSection {
             compression: word(d.compression),
             logs_url: d.logs_url,
             service_check_interval_seconds: d.service_check_interval.map_or(0, |i| i.as_secs()),
+            collect_openshift_clusterquotas: d.quota_interval.is_some(),
+            openshift_quota_interval_seconds: d.quota_interval.map_or(15, |i| i.as_secs()),
             allow_insecure_http: false,
         }
     }
@@ -200,6 +208,9 @@ impl TryFrom<DatadogSection> for DatadogSettings {
             compression,
             service_check_interval: (s.service_check_interval_seconds > 0)
                 .then(|| Duration::from_secs(s.service_check_interval_seconds)),
+            quota_interval: (s.collect_openshift_clusterquotas
+                && s.openshift_quota_interval_seconds > 0)
+                .then(|| Duration::from_secs(s.openshift_quota_interval_seconds)),
         })
     }
 }

@@ -107,6 +107,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         host: settings.datadog.hostname.clone(),
         check_tags: settings.datadog.check_tags(),
         check_interval: settings.datadog.service_check_interval,
+        quota_interval: settings.datadog.quota_interval,
     };
     let term = TermSettings {
         mirror_interval: leader.mirror_interval,
@@ -164,6 +165,7 @@ struct NodeDuties {
     host: String,
     check_tags: Vec<String>,
     check_interval: Option<Duration>,
+    quota_interval: Option<Duration>,
 }
 
 impl Duties for NodeDuties {
@@ -183,11 +185,19 @@ impl Duties for NodeDuties {
     }
 
     async fn report(&self) {
-        let Some(every) = self.check_interval else {
-            return;
-        };
+        let (client, intake) = (&self.client, &self.intake);
         let (host, tags) = (&self.host, &self.check_tags);
-        match crate::controlplane::report(&self.client, &self.intake, host, tags, every).await {}
+        let checks = async {
+            if let Some(every) = self.check_interval {
+                match crate::controlplane::report(client, intake, host, tags, every).await {}
+            }
+        };
+        let quotas = async {
+            if let Some(every) = self.quota_interval {
+                match crate::quotas::report(client, intake, host, tags, every).await {}
+            }
+        };
+        tokio::join!(checks, quotas);
     }
 
     fn sinks(&self) -> Vec<&'static str> {

@@ -164,6 +164,17 @@ impl ControlPlane {
             .count()
     }
 
+    /// Requests the API server logged (the audit log) whose URI holds `part`.
+    pub fn audited(&self, part: &str) -> Vec<String> {
+        let log = std::fs::read_to_string(self.var("EVRELAY_DEV_AUDIT_LOG")).unwrap_or_default();
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["stage"] == "ResponseComplete")
+            .filter_map(|e| e["requestURI"].as_str().map(str::to_owned))
+            .filter(|uri| uri.contains(part))
+            .collect()
+    }
+
     /// An evrelay command with the control plane's environment and the given data dir.
     pub fn evrelay(&self, data_dir: &Path) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_evrelay"));

@@ -69,7 +69,7 @@ impl Intake {
     pub fn url(&self, endpoint: Endpoint) -> String {
         let base = match endpoint {
             Endpoint::Logs => &self.logs_base,
-            Endpoint::Events | Endpoint::CheckRun => &self.base,
+            Endpoint::Events | Endpoint::CheckRun | Endpoint::Series => &self.base,
         };
         format!("{base}{}", endpoint.path())
     }
@@ -95,7 +95,7 @@ impl Intake {
             .post(self.url(body.endpoint))
             .timeout(timeout)
             .header("DD-API-KEY", key)
-            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::CONTENT_TYPE, body.endpoint.content_type())
             .header(http::header::CONTENT_ENCODING, body.encoding)
             .body(body.bytes.clone())
             .send()

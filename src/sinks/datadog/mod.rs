@@ -25,7 +25,8 @@ pub use filter::{BadSelector, CollectedType, Decision, Filter};
 pub use intake::{Intake, Transport, USER_AGENT};
 pub use logs::LogEntry;
 pub use payload::{
-    Body, Compression, Endpoint, ServiceCheck, encode, encode_check_run, encode_logs,
+    Body, Compression, Endpoint, Gauge, ServiceCheck, encode, encode_check_run, encode_logs,
+    encode_series,
 };
 pub use sink::{DatadogSink, EventsFormat, EventsSink, Format, LogsFormat, LogsSink};
 pub use transform::{
@@ -152,6 +153,8 @@ pub struct DatadogSettings {
     pub compression: Compression,
     /// How often the leader reports `kube_apiserver_controlplane.up`; `None`: never.
     pub service_check_interval: Option<Duration>,
+    /// How often the leader reports OpenShift's cluster quotas; `None`: never.
+    pub quota_interval: Option<Duration>,
 }
 
 impl Default for DatadogSettings {
@@ -167,6 +170,7 @@ impl Default for DatadogSettings {
             output: Output::Events,
             compression: Compression::Zstd,
             service_check_interval: Some(Duration::from_secs(15)),
+            quota_interval: Some(Duration::from_secs(15)),
         }
     }
 }

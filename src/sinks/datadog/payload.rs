@@ -6,6 +6,9 @@
 //! - `/api/v2/logs`: a JSON array of log entries, gzip; at most 1000 entries and
 //!   5 MB raw.
 //! - `/api/v1/check_run`: a JSON array of service checks, gzip.
+//! - `/api/v2/series`: gauges as the Agent sends series, a protobuf
+//!   `MetricPayload` (Datadog's `agent-payload`, `proto/metrics/agent_payload.proto`),
+//!   zstd.
 //!
 //! Every body says its `Content-Encoding` and whether it passes its endpoint's caps;
 //! the shipper splits what does not.
@@ -27,6 +30,7 @@ pub enum Endpoint {
     Events,
     Logs,
     CheckRun,
+    Series,
 }
 
 impl Endpoint {
@@ -35,13 +39,24 @@ impl Endpoint {
             Endpoint::Events => "/intake/",
             Endpoint::Logs => "/api/v2/logs",
             Endpoint::CheckRun => "/api/v1/check_run",
+            Endpoint::Series => "/api/v2/series",
+        }
+    }
+
+    /// The body's `Content-Type`.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Endpoint::Series => "application/x-protobuf",
+            _ => "application/json",
         }
     }
 
     /// (items, raw bytes, compressed bytes) a request may carry at the most.
     pub fn caps(self) -> (usize, usize, usize) {
         match self {
-            Endpoint::Events | Endpoint::CheckRun => (usize::MAX, 4 << 20, 5 << 19),
+            Endpoint::Events | Endpoint::CheckRun | Endpoint::Series => {
+                (usize::MAX, 4 << 20, 5 << 19)
+            }
             Endpoint::Logs => (1000, 5_000_000, 5_000_000),
         }
     }
@@ -163,6 +178,79 @@ pub struct ServiceCheck {
 pub fn encode_check_run(checks: &[ServiceCheck]) -> Body {
     let json = serde_json::to_vec(checks).expect("checks always serialize");
     Body::new(Endpoint::CheckRun, json, checks.len(), Compression::Gzip)
+}
+
+/// One gauge sample, as the Agent's sender takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gauge {
+    pub metric: String,
+    pub value: f64,
+    pub tags: Vec<String>,
+    pub host: String,
+    pub timestamp: i64,
+}
+
+/// One `/api/v2/series` body: a `MetricPayload` of one series per gauge.
+pub fn encode_series(gauges: &[Gauge]) -> Body {
+    let mut payload = Vec::new();
+    for g in gauges {
+        let mut series = Vec::new();
+        if !g.host.is_empty() {
+            let mut resource = Vec::new();
+            proto::string(&mut resource, 1, "host");
+            proto::string(&mut resource, 2, &g.host);
+            proto::message(&mut series, 1, &resource);
+        }
+        proto::string(&mut series, 2, &g.metric);
+        for tag in &g.tags {
+            proto::string(&mut series, 3, tag);
+        }
+        let mut point = Vec::new();
+        proto::double(&mut point, 1, g.value);
+        proto::varint_field(&mut point, 2, g.timestamp as u64);
+        proto::message(&mut series, 4, &point);
+        proto::varint_field(&mut series, 5, proto::GAUGE);
+        proto::message(&mut payload, 1, &series);
+    }
+    Body::new(Endpoint::Series, payload, gauges.len(), Compression::Zstd)
+}
+
+/// The little of protobuf's wire format a `MetricPayload` needs.
+mod proto {
+    /// `MetricPayload.MetricType.GAUGE`.
+    pub const GAUGE: u64 = 3;
+
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    fn key(out: &mut Vec<u8>, field: u32, wire: u8) {
+        varint(out, (u64::from(field) << 3) | u64::from(wire));
+    }
+
+    pub fn varint_field(out: &mut Vec<u8>, field: u32, v: u64) {
+        key(out, field, 0);
+        varint(out, v);
+    }
+
+    pub fn double(out: &mut Vec<u8>, field: u32, v: f64) {
+        key(out, field, 1);
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+
+    pub fn message(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
+        key(out, field, 2);
+        varint(out, bytes.len() as u64);
+        out.extend_from_slice(bytes);
+    }
+
+    pub fn string(out: &mut Vec<u8>, field: u32, s: &str) {
+        message(out, field, s.as_bytes());
+    }
 }
 
 #[cfg(test)]

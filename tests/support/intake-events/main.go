@@ -1,10 +1,11 @@
 // intake-events prints, one JSON object per line, everything of one kind that a
 // fakeintake received, as Datadog's own parsers (fakeintake's aggregators) read
-// it: events (/intake/), logs (/api/v2/logs) or service checks (/api/v1/check_run).
+// it: events (/intake/), logs (/api/v2/logs), service checks (/api/v1/check_run)
+// or metric series (/api/v2/series).
 // The end-to-end tests use it so that Datadog's code, not ours, judges the
 // payloads evrelay sends.
 //
-//	intake-events -url http://127.0.0.1:PORT [-kind events|logs|checks]
+//	intake-events -url http://127.0.0.1:PORT [-kind events|logs|checks|metrics]
 package main
 
 import (
@@ -51,6 +52,16 @@ func main() {
 			fail("parsing logs", err)
 			for _, l := range logs {
 				fail("writing", out.Encode(l))
+			}
+		}
+	case "metrics":
+		names, err := c.GetMetricNames()
+		fail("reading metric names", err)
+		for _, name := range names {
+			series, err := c.FilterMetrics(name)
+			fail("parsing series", err)
+			for _, s := range series {
+				fail("writing", out.Encode(s))
 			}
 		}
 	case "checks":
