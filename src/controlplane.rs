@@ -1,9 +1,20 @@
 //! Control-plane health, as the Cluster Agent reports it: the service check
-//! `kube_apiserver_controlplane.up`, one for `component:apiserver` and one for
-//! `component:etcd`, read from the API server's `/readyz?verbose` and sent to
-//! `/api/v1/check_run` every `datadog.service_check_interval_seconds` (15 s, the
-//! Cluster Agent's check interval). Only the leader sends it, so Datadog gets one
-//! report per interval, not one per replica.
+//! `kube_apiserver_controlplane.up`, sent to `/api/v1/check_run` every
+//! `datadog.service_check_interval_seconds` (15 s, the Cluster Agent's check
+//! interval), with evrelay's host and the configured tags. Only the leader sends
+//! it, so Datadog gets one report per interval, not one per replica.
+//!
+//! **From ComponentStatus** (`datadog.use_component_status`, on by default, as the
+//! Cluster Agent's `use_component_status`): one check per component the API
+//! server lists at `/api/v1/componentstatuses` (`component:scheduler`,
+//! `component:controller-manager`, `component:etcd-0`), from its `Healthy`
+//! condition: `True` → OK with the condition's message, `False` → CRITICAL with
+//! its error (else its message), anything else → UNKNOWN. The API is deprecated
+//! upstream; where it cannot be listed (refused, removed), the check is read from
+//! `/readyz` instead, as below, so a report is never silently missing.
+//!
+//! **From `/readyz?verbose`** (`use_component_status: false`): one check for
+//! `component:apiserver` and one for `component:etcd`.
 //!
 //! | answer from `/readyz?verbose`       | apiserver        | etcd                           |
 //! |-------------------------------------|------------------|--------------------------------|
@@ -16,6 +27,8 @@
 
 use std::convert::Infallible;
 use std::time::Duration;
+
+use serde_json::Value;
 
 use crate::backoff::within;
 use crate::sinks::datadog::{Intake, ServiceCheck, encode_check_run};
@@ -88,6 +101,104 @@ async fn readyz(client: &kube::Client) -> Readyz {
     }
 }
 
+/// The checks for one `ComponentStatusList`: one per component with a `Healthy`
+/// condition.
+pub fn component_checks(
+    list: &Value,
+    host: &str,
+    tags: &[String],
+    now_s: i64,
+) -> Vec<ServiceCheck> {
+    let items = list["items"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let mut out = Vec::new();
+    for component in items {
+        let Some(name) = component["metadata"]["name"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+        else {
+            continue;
+        };
+        let conditions = component["conditions"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        for condition in conditions.iter().filter(|c| c["type"] == "Healthy") {
+            let text = |key: &str| condition[key].as_str().unwrap_or_default().to_owned();
+            let (status, message) = match condition["status"].as_str() {
+                Some("True") => (OK, text("message")),
+                Some("False") => {
+                    let error = text("error");
+                    (
+                        CRITICAL,
+                        if error.is_empty() {
+                            text("message")
+                        } else {
+                            error
+                        },
+                    )
+                }
+                _ => (UNKNOWN, String::new()),
+            };
+            let mut all = vec![format!("component:{name}")];
+            all.extend(tags.iter().cloned());
+            all.sort_unstable();
+            all.dedup();
+            out.push(ServiceCheck {
+                check: CHECK,
+                host_name: host.to_owned(),
+                timestamp: now_s,
+                status,
+                message,
+                tags: all,
+            });
+        }
+    }
+    out
+}
+
+/// Lists `/api/v1/componentstatuses`.
+async fn component_statuses(client: &kube::Client) -> Result<Value, String> {
+    let request = http::Request::get("/api/v1/componentstatuses")
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    match within(READYZ_TIMEOUT, client.request_text(request)).await {
+        Ok(Ok(body)) => serde_json::from_str(&body).map_err(|e| e.to_string()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(elapsed) => Err(elapsed.to_string()),
+    }
+}
+
+/// The checks of one report: from ComponentStatus when asked and it answers,
+/// else from `/readyz`. `unlisted` says whether ComponentStatus failed last time,
+/// so that a change is logged once.
+async fn reading(
+    client: &kube::Client,
+    use_component_status: bool,
+    unlisted: &mut bool,
+    host: &str,
+    tags: &[String],
+) -> Vec<ServiceCheck> {
+    let now = jiff::Timestamp::now().as_second();
+    if use_component_status {
+        match component_statuses(client).await {
+            Ok(list) => {
+                if std::mem::take(unlisted) {
+                    tracing::info!(
+                        "ComponentStatus answers again: the control-plane check reads it"
+                    );
+                }
+                return component_checks(&list, host, tags, now);
+            }
+            Err(e) if !*unlisted => {
+                *unlisted = true;
+                tracing::warn!(error = %e, "ComponentStatus cannot be listed: the control-plane check reads /readyz instead");
+            }
+            Err(_) => {}
+        }
+    }
+    checks(&readyz(client).await, host, tags, now)
+}
+
 /// Reports every `interval` until dropped (at the end of the leader's term).
 pub async fn report(
     client: &kube::Client,
@@ -95,19 +206,20 @@ pub async fn report(
     host: &str,
     tags: &[String],
     interval: Duration,
+    use_component_status: bool,
 ) -> Infallible {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut unlisted = false;
     loop {
         tick.tick().await;
-        let reading = readyz(client).await;
-        let now = jiff::Timestamp::now().as_second();
-        let body = encode_check_run(&checks(&reading, host, tags, now));
+        let checks = reading(client, use_component_status, &mut unlisted, host, tags).await;
+        let body = encode_check_run(&checks);
         let answer = intake.send(&body).await;
         if answer.status.is_none_or(|s| !(200..300).contains(&s)) {
             tracing::warn!(detail = %answer.detail, "sending {CHECK} failed");
         } else {
-            tracing::debug!(readyz = ?reading.as_ref().map(|(s, _)| s), "sent {CHECK}");
+            tracing::debug!(checks = checks.len(), "sent {CHECK}");
         }
     }
 }
@@ -155,5 +267,38 @@ mod tests {
         let gone = checks(&Err("connection refused".into()), "h", &[], 7);
         assert_eq!((gone[0].status, gone[1].status), (2, 3));
         assert!(gone[0].message.contains("connection refused"));
+    }
+
+    /// What a control plane without a scheduler or controller manager answers.
+    #[test]
+    fn one_check_per_component_from_its_healthy_condition() {
+        let list = serde_json::json!({"items": [
+            {"metadata": {"name": "scheduler"}, "conditions": [{"type": "Healthy", "status": "False",
+             "message": "", "error": "Get \"https://127.0.0.1:10259/healthz\": connection refused"}]},
+            {"metadata": {"name": "etcd-0"}, "conditions": [{"type": "Healthy", "status": "True",
+             "message": "ok"}]},
+            {"metadata": {"name": "odd"}, "conditions": [{"type": "Healthy", "status": "Unknown"},
+             {"type": "Other", "status": "True"}]},
+            {"metadata": {}, "conditions": [{"type": "Healthy", "status": "True"}]}
+        ]});
+        let checks = component_checks(&list, "h", &["env:prod".to_owned()], 7);
+        let summary: Vec<(&str, u8, &str)> = checks
+            .iter()
+            .map(|c| (c.tags[0].as_str(), c.status, c.message.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    "component:scheduler",
+                    2,
+                    "Get \"https://127.0.0.1:10259/healthz\": connection refused"
+                ),
+                ("component:etcd-0", 0, "ok"),
+                ("component:odd", 3, ""),
+            ]
+        );
+        assert_eq!(checks[0].tags, ["component:scheduler", "env:prod"]);
+        assert_eq!(checks[0].host_name, "h");
     }
 }

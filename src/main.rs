@@ -14,7 +14,7 @@ const EXIT_CONFIG: u8 = 2;
 const EXIT_ABORTED: u8 = 130;
 
 fn main() -> ExitCode {
-    limit_malloc_arenas();
+    tune_malloc();
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let env = |k: &str| std::env::var(k).ok();
@@ -44,14 +44,26 @@ fn main() -> ExitCode {
 
 /// Two glibc malloc arenas instead of one per thread (up to 8 per core), unless
 /// the operator set `MALLOC_ARENA_MAX`: blocks freed by the journal and shipping
-/// threads stayed in their arenas (BENCHMARKS.md has the figures).
-fn limit_malloc_arenas() {
+/// threads stayed in their arenas; and a fixed mmap threshold (BENCHMARKS.md has
+/// the figures for both).
+fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         // SAFETY: called first in main, before any other thread exists;
         // mallopt only adjusts the allocator's settings.
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+    // A fixed mmap threshold: blocks of 128 KiB and more (large events, LIST
+    // pages, request bodies) are mapped and given back when freed. glibc's
+    // default raises the threshold to the largest block freed so far, after
+    // which such blocks come from the arenas and stay resident.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        // SAFETY: as above.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
         }
     }
 }

@@ -140,11 +140,11 @@ fn assert_same(received: &[Value], expected: &[Value], what: &str) {
 }
 
 /// The leader's service checks at fakeintake: (component, status) pairs, with the
-/// tags of the first one seen for `component:apiserver`.
-fn service_checks(cp: &ControlPlane) -> (BTreeSet<(String, i64)>, Vec<String>) {
+/// tags of the first one seen for `component:<of>`.
+fn service_checks(cp: &ControlPlane, of: &str) -> (BTreeSet<(String, i64)>, Vec<String>) {
     let checks = cp.intake("checks");
     let mut seen = BTreeSet::new();
-    let mut apiserver_tags = Vec::new();
+    let mut of_tags = Vec::new();
     for c in checks
         .iter()
         .filter(|c| c["check"] == "kube_apiserver_controlplane.up")
@@ -160,12 +160,12 @@ fn service_checks(cp: &ControlPlane) -> (BTreeSet<(String, i64)>, Vec<String>) {
             .find_map(|t| t.strip_prefix("component:"))
             .unwrap_or("")
             .to_owned();
-        if component == "apiserver" && apiserver_tags.is_empty() {
-            apiserver_tags = tags.clone();
+        if component == of && of_tags.is_empty() {
+            of_tags = tags.clone();
         }
         seen.insert((component, c["status"].as_i64().unwrap()));
     }
-    (seen, apiserver_tags)
+    (seen, of_tags)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,11 +216,15 @@ async fn datadogs_parser_reads_the_corpus_as_written() {
         &expected,
         "run 1: Datadog read other events",
     );
-    let (checks, tags) = service_checks(&cp);
-    assert!(
-        checks.contains(&("apiserver".into(), 0)) && checks.contains(&("etcd".into(), 0)),
-        "no healthy control-plane checks: {checks:?}"
-    );
+    // From ComponentStatus, the Cluster Agent's default: one check per component;
+    // nothing runs a scheduler or a controller manager here.
+    let (checks, tags) = service_checks(&cp, "etcd-0");
+    for expected in [("etcd-0", 0), ("scheduler", 2), ("controller-manager", 2)] {
+        assert!(
+            checks.contains(&(expected.0.into(), expected.1)),
+            "{expected:?} not among the control-plane checks: {checks:?}"
+        );
+    }
     for tag in ["kube_cluster_name:prod", "env:prod", "team:platform"] {
         assert!(tags.contains(&tag.to_owned()), "{tag} missing: {tags:?}");
     }
@@ -236,7 +240,12 @@ async fn datadogs_parser_reads_the_corpus_as_written() {
     let before = delivered_uids(&cp).len();
     let mut evrelay = cp.spawn_evrelay_with(
         &data,
-        &[linger, host, ("EVRELAY_DATADOG_COMPRESSION", "deflate")],
+        &[
+            linger,
+            host,
+            ("EVRELAY_DATADOG_COMPRESSION", "deflate"),
+            ("EVRELAY_DATADOG_USE_COMPONENT_STATUS", "false"),
+        ],
     );
     assert!(
         eventually(DRAIN, || delivered_uids(&cp).len() >= before + occurrences).await,
@@ -253,6 +262,16 @@ async fn datadogs_parser_reads_the_corpus_as_written() {
         &received(&cp),
         &expected,
         "run 2: Datadog read other events",
+    );
+    // From /readyz when ComponentStatus is not used.
+    let from_readyz = || {
+        let (checks, _) = service_checks(&cp, "apiserver");
+        checks.contains(&("apiserver".into(), 0)) && checks.contains(&("etcd".into(), 0))
+    };
+    assert!(
+        eventually(DRAIN, from_readyz).await,
+        "no healthy checks from /readyz: {:?}",
+        service_checks(&cp, "apiserver").0
     );
     assert!(evrelay.terminate().success());
     assert_eq!(

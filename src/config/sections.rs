@@ -54,6 +54,9 @@ pub struct DatadogSection {
     pub collect_openshift_clusterquotas: bool,
     /// How often the leader reports the cluster quotas.
     pub openshift_quota_interval_seconds: u64,
+    /// The control-plane check from ComponentStatus, one per component (the
+    /// Cluster Agent's `use_component_status`); `false`: from `/readyz`.
+    pub use_component_status: bool,
     /// Accept `http://` intake URLs, which carry the API key in the clear: for a
     /// local test intake or a proxy on the same host only.
     pub allow_insecure_http: bool,
@@ -75,6 +78,7 @@ impl Default for DatadogSection {
             service_check_interval_seconds: d.service_check_interval.map_or(0, |i| i.as_secs()),
             collect_openshift_clusterquotas: d.quota_interval.is_some(),
             openshift_quota_interval_seconds: d.quota_interval.map_or(15, |i| i.as_secs()),
+            use_component_status: d.use_component_status,
             allow_insecure_http: false,
         }
     }
@@ -211,6 +215,7 @@ impl TryFrom<DatadogSection> for DatadogSettings {
             quota_interval: (s.collect_openshift_clusterquotas
                 && s.openshift_quota_interval_seconds > 0)
                 .then(|| Duration::from_secs(s.openshift_quota_interval_seconds)),
+            use_component_status: s.use_component_status,
         })
     }
 }

@@ -108,6 +108,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         check_tags: settings.datadog.check_tags(),
         check_interval: settings.datadog.service_check_interval,
         quota_interval: settings.datadog.quota_interval,
+        use_component_status: settings.datadog.use_component_status,
     };
     let term = TermSettings {
         mirror_interval: leader.mirror_interval,
@@ -166,6 +167,7 @@ struct NodeDuties {
     check_tags: Vec<String>,
     check_interval: Option<Duration>,
     quota_interval: Option<Duration>,
+    use_component_status: bool,
 }
 
 impl Duties for NodeDuties {
@@ -189,7 +191,16 @@ impl Duties for NodeDuties {
         let (host, tags) = (&self.host, &self.check_tags);
         let checks = async {
             if let Some(every) = self.check_interval {
-                match crate::controlplane::report(client, intake, host, tags, every).await {}
+                let component_status = self.use_component_status;
+                match crate::controlplane::report(
+                    client,
+                    intake,
+                    host,
+                    tags,
+                    every,
+                    component_status,
+                )
+                .await {}
             }
         };
         let quotas = async {

@@ -155,6 +155,8 @@ pub struct DatadogSettings {
     pub service_check_interval: Option<Duration>,
     /// How often the leader reports OpenShift's cluster quotas; `None`: never.
     pub quota_interval: Option<Duration>,
+    /// The control-plane check from ComponentStatus (else from `/readyz`).
+    pub use_component_status: bool,
 }
 
 impl Default for DatadogSettings {
@@ -171,6 +173,7 @@ impl Default for DatadogSettings {
             compression: Compression::Zstd,
             service_check_interval: Some(Duration::from_secs(15)),
             quota_interval: Some(Duration::from_secs(15)),
+            use_component_status: true,
         }
     }
 }
