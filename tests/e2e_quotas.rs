@@ -209,6 +209,11 @@ async fn cluster_quotas_reach_datadog_and_a_plain_cluster_is_asked_once() {
     assert!(evrelay.terminate().success());
     let all = series(&cp);
     assert_eq!(distinct(&cp), families, "no other gauges: {all:?}");
+    for family in ["clusterquota.cpu.", "appliedclusterquota.cpu."] {
+        for (metric, value, tags, host) in all.iter().filter(|(m, ..)| m.contains(family)) {
+            eprintln!("figures: {metric} = {value} host={host} tags={tags:?}");
+        }
+    }
     let value = |metric: &str, tags: &[&str]| {
         let (_, v, t, host) = all
             .iter()
