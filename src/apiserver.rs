@@ -37,3 +37,38 @@ pub async fn client() -> Result<kube::Client, kube::Error> {
         .service(hyper);
     Ok(kube::Client::new(service, config.default_namespace))
 }
+
+/// Why a [`get`] found no answer body.
+#[derive(Debug, thiserror::Error)]
+pub enum GetError {
+    /// The API server answered with an error status.
+    #[error("{path}: {code} {message}")]
+    Status {
+        path: String,
+        code: u16,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Failed { path: String, message: String },
+}
+
+/// `GET path` with a deadline: the body of a 2xx answer.
+pub async fn get(client: &kube::Client, path: &str, limit: Duration) -> Result<String, GetError> {
+    let failed = |message: String| GetError::Failed {
+        path: path.to_owned(),
+        message,
+    };
+    let request = http::Request::get(path)
+        .body(Vec::new())
+        .map_err(|e| failed(e.to_string()))?;
+    match crate::backoff::within(limit, client.request_text(request)).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(kube::Error::Api(status))) => Err(GetError::Status {
+            path: path.to_owned(),
+            code: status.code,
+            message: status.message.clone(),
+        }),
+        Ok(Err(e)) => Err(failed(e.to_string())),
+        Err(elapsed) => Err(failed(elapsed.to_string())),
+    }
+}

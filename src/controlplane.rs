@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::backoff::within;
+use crate::apiserver::{GetError, get};
 use crate::sinks::datadog::{Intake, ServiceCheck, encode_check_run};
 
 pub const CHECK: &str = "kube_apiserver_controlplane.up";
@@ -90,14 +90,10 @@ const READYZ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Reads `/readyz?verbose` through the API client.
 async fn readyz(client: &kube::Client) -> Readyz {
-    let request = http::Request::get("/readyz?verbose")
-        .body(Vec::new())
-        .map_err(|e| e.to_string())?;
-    match within(READYZ_TIMEOUT, client.request_text(request)).await {
-        Ok(Ok(body)) => Ok((200, body)),
-        Ok(Err(kube::Error::Api(status))) => Ok((status.code, status.message.clone())),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(elapsed) => Err(elapsed.to_string()),
+    match get(client, "/readyz?verbose", READYZ_TIMEOUT).await {
+        Ok(body) => Ok((200, body)),
+        Err(GetError::Status { code, message, .. }) => Ok((code, message)),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -158,14 +154,10 @@ pub fn component_checks(
 
 /// Lists `/api/v1/componentstatuses`.
 async fn component_statuses(client: &kube::Client) -> Result<Value, String> {
-    let request = http::Request::get("/api/v1/componentstatuses")
-        .body(Vec::new())
+    let body = get(client, "/api/v1/componentstatuses", READYZ_TIMEOUT)
+        .await
         .map_err(|e| e.to_string())?;
-    match within(READYZ_TIMEOUT, client.request_text(request)).await {
-        Ok(Ok(body)) => serde_json::from_str(&body).map_err(|e| e.to_string()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(elapsed) => Err(elapsed.to_string()),
-    }
+    serde_json::from_str(&body).map_err(|e| e.to_string())
 }
 
 /// The checks of one report: from ComponentStatus when asked and it answers,

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::backoff::within;
+use crate::apiserver::get;
 use crate::sinks::datadog::{Gauge, Intake, encode_series};
 
 /// How long a cluster found not to be OpenShift is left alone before asking again.
@@ -65,22 +65,11 @@ pub async fn detect(client: &kube::Client) -> ApiLevel {
         ("/apis/quota.openshift.io", ApiLevel::Group),
         ("/oapi", ApiLevel::Legacy),
     ] {
-        if get(client, path).await.is_ok() {
+        if get(client, path, REQUEST_TIMEOUT).await.is_ok() {
             return level;
         }
     }
     ApiLevel::NotOpenShift
-}
-
-async fn get(client: &kube::Client, path: &str) -> Result<String, String> {
-    let request = http::Request::get(path)
-        .body(Vec::new())
-        .map_err(|e| e.to_string())?;
-    match within(REQUEST_TIMEOUT, client.request_text(request)).await {
-        Ok(Ok(body)) => Ok(body),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(elapsed) => Err(elapsed.to_string()),
-    }
 }
 
 /// A Kubernetes quantity as the Agent reads it: `MilliValue() / 1000`. `None` for
@@ -228,9 +217,9 @@ pub async fn report(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let list = match get(client, path).await {
+            let list = match get(client, path, REQUEST_TIMEOUT).await {
                 Ok(body) => serde_json::from_str::<Value>(&body).map_err(|e| e.to_string()),
-                Err(e) => Err(e),
+                Err(e) => Err(e.to_string()),
             };
             let list = match list {
                 Ok(list) => list,
