@@ -82,6 +82,10 @@ async fn intake_outage_loses_nothing_and_drains_in_order() {
             ("DD_URL", &url),
             ("EVRELAY_SHIP_MAX_BACKOFF_SECONDS", "2"),
             ("EVRELAY_EVENTS_MODE", "unbundled"),
+            (
+                "EVRELAY_EVENTS_COLLECTED_EVENT_TYPES",
+                r#"[{"kind":"Pod"}]"#,
+            ),
         ],
     );
 

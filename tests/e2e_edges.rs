@@ -116,6 +116,10 @@ async fn a_slow_intake_drains_with_a_bounded_number_of_copies() {
             ("EVRELAY_SHIP_MAX_BACKOFF_SECONDS", "1"),
             ("EVRELAY_SHIP_MAX_EVENTS", "20"),
             ("EVRELAY_EVENTS_MODE", "unbundled"),
+            (
+                "EVRELAY_EVENTS_COLLECTED_EVENT_TYPES",
+                r#"[{"kind":"Pod"}]"#,
+            ),
         ],
     );
     assert!(

@@ -382,7 +382,7 @@ mod tests {
         assert_eq!(kind("ship.max_events"), Kind::Int);
         assert_eq!(kind("leader.namespace"), Kind::Str);
         assert_eq!(kind("admin.listen_address"), Kind::Str);
-        assert_eq!(keys.len(), 45, "{keys:?}");
+        assert_eq!(keys.len(), 46, "{keys:?}");
         assert_eq!(kind("datadog.tags"), Kind::List);
     }
 

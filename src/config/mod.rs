@@ -522,6 +522,36 @@ mod tests {
     }
 
     #[test]
+    fn unbundled_mode_that_would_send_nothing_is_refused_with_the_choices() {
+        let err = Settings::load(
+            None,
+            env(&[("DD_API_KEY", "k"), ("EVRELAY_EVENTS_MODE", "unbundled")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("events.collected_event_types")
+                && err.contains("bundle_unspecified_events"),
+            "{err}"
+        );
+        for enough in [
+            (
+                "EVRELAY_EVENTS_COLLECTED_EVENT_TYPES",
+                r#"[{"kind":"Pod"}]"#,
+            ),
+            ("EVRELAY_EVENTS_BUNDLE_UNSPECIFIED_EVENTS", "true"),
+            ("EVRELAY_EVENTS_FILTERING_ENABLED", "true"),
+        ] {
+            let vars = [
+                ("DD_API_KEY", "k"),
+                ("EVRELAY_EVENTS_MODE", "unbundled"),
+                enough,
+            ];
+            assert!(Settings::load(None, env(&vars)).is_ok(), "{enough:?}");
+        }
+    }
+
+    #[test]
     fn global_tags_come_after_the_configured_ones_and_need_a_value() {
         let c = Settings::load(
             None,

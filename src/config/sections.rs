@@ -15,8 +15,8 @@ use crate::journal::JournalSettings;
 use crate::leader::LeaderSettings;
 use crate::ship::ShipSettings;
 use crate::sinks::datadog::{
-    ApiKey, BadSelector, Choice, CollectedType, DatadogSettings, EventsSettings, Filter, SITES,
-    cluster_name_problem, normalized_cluster_name,
+    ApiKey, BadSelector, Choice, CollectedType, DatadogSettings, EventsSettings, Filter, Mode,
+    SITES, cluster_name_problem, normalized_cluster_name,
 };
 use crate::watch::WatchSettings;
 
@@ -231,8 +231,12 @@ pub struct EventsSection {
     pub bundle_unspecified_events: bool,
     /// Deny list: reasons, or field selectors such as `type!=Normal`.
     pub filtered_event_types: Vec<String>,
-    /// Allow list of `{kind, source, reasons}`; empty: every event.
+    /// Events named `{kind, source, reasons}`: sent one by one in unbundled mode;
+    /// in bundled mode only with `filtering_enabled`.
     pub collected_event_types: Vec<CollectedType>,
+    /// The Cluster Agent's built-in list of events worth sending, added to
+    /// `collected_event_types`; in bundled mode, only what they name is sent.
+    pub filtering_enabled: bool,
     /// Namespaces to forward (names or `prefix*`); empty: all.
     pub namespaces_include: Vec<String>,
     /// Namespaces never to forward (names or `prefix*`).
@@ -247,6 +251,7 @@ impl Default for EventsSection {
             bundle_unspecified_events: d.bundle_unspecified_events,
             filtered_event_types: Vec::new(),
             collected_event_types: Vec::new(),
+            filtering_enabled: false,
             namespaces_include: Vec::new(),
             namespaces_exclude: Vec::new(),
         }
@@ -271,6 +276,7 @@ impl TryFrom<EventsSection> for EventsSettings {
         let filter = Filter::parse(
             &s.filtered_event_types,
             &s.collected_event_types,
+            s.filtering_enabled,
             &s.namespaces_include,
             &s.namespaces_exclude,
         )
@@ -286,6 +292,13 @@ impl TryFrom<EventsSection> for EventsSettings {
         let (Some(mode), Ok(filter)) = (mode, filter) else {
             return Err(p.into_vec());
         };
+        if mode == Mode::Unbundled && !s.bundle_unspecified_events && filter.names_nothing() {
+            p.push(
+                "events.collected_event_types",
+                "unbundled mode sends only the events collected_event_types names (as the Cluster Agent), and it names none: nothing would be sent",
+                "name the events to send one by one (e.g. [{\"kind\":\"Pod\"}]), or set events.bundle_unspecified_events: true to bundle the rest, or events.filtering_enabled: true for the Cluster Agent's built-in list",
+            );
+        }
         p.or(EventsSettings {
             mode,
             bundle_unspecified_events: s.bundle_unspecified_events,

@@ -6,15 +6,28 @@
 //! handled, so the cursor passes it. Changing a filter and replaying a window sends
 //! what the new filter lets through.
 //!
-//! - `filtered_event_types` is the Cluster Agent's deny list, in its syntax: a bare
-//!   word `X` means `reason!=X`; otherwise a field selector (`type==Normal`,
-//!   `involvedObject.kind!=Node`, several joined by commas). An event is forwarded
-//!   only if it satisfies every selector, as the API server would apply them.
-//! - `collected_event_types` (`{kind, source, reasons}` entries) keeps only the
-//!   events an entry matches: kind and source (the reporting component) when given,
-//!   and one of the reasons when any are listed. Empty: every event.
-//! - `namespaces_include` / `namespaces_exclude`: names, or prefixes ending in `*`.
-//!   The involved object's namespace decides, else the event's own. Exclusion wins.
+//! The Cluster Agent's options mean what they mean to it, mode by mode (its
+//! `kubernetes_apiserver.go`, `bundled_events.go`, `unbundled_events.go`,
+//! `events_common.go`):
+//!
+//! - `filtered_event_types` is its deny list, in its syntax: a bare word `X` means
+//!   `reason!=X`; otherwise a field selector (`type==Normal`,
+//!   `involvedObject.kind!=Node`, several joined by commas). An event passes only
+//!   if it satisfies every selector, as the API server applies them. The Agent
+//!   applies it only where it bundles: in bundled mode, and in unbundled mode with
+//!   `bundle_unspecified_events`; plain unbundled mode ignores it.
+//! - `collected_event_types` (`{kind, source, reasons}` entries) names events: kind
+//!   and source (`source.component`) exactly when given, and one of the reasons when
+//!   any are listed. Unbundled mode sends these one by one and leaves the rest out
+//!   (or bundles them, with `bundle_unspecified_events`). Bundled mode ignores the
+//!   list unless `filtering_enabled`.
+//! - `filtering_enabled` adds the Agent's built-in list ([`DEFAULT_TYPES`]) and, in
+//!   bundled mode, keeps only what it or `collected_event_types` names.
+//! - The logs output (evrelay's own) sends each event that passes
+//!   `filtered_event_types` and, when any is set, the lists.
+//! - `namespaces_include` / `namespaces_exclude` (evrelay's own, every mode):
+//!   names, or prefixes ending in `*`. The involved object's namespace decides,
+//!   else the event's own. Exclusion wins.
 
 use serde::Deserialize;
 
@@ -34,6 +47,45 @@ const FIELDS: &[&str] = &[
     "metadata.name",
     "metadata.namespace",
 ];
+
+/// The Cluster Agent's built-in list for `filtering_enabled` (its
+/// `integrationToCollectedEventTypes`, source detection off: the `kubernetes`
+/// entries and the `default` one), as (kind, reasons); an empty kind is any kind.
+pub const DEFAULT_TYPES: &[(&str, &[&str])] = &[
+    (
+        "Pod",
+        &[
+            "Failed",
+            "BackOff",
+            "Unhealthy",
+            "FailedScheduling",
+            "FailedMount",
+            "FailedAttachVolume",
+        ],
+    ),
+    (
+        "Node",
+        &[
+            "TerminatingEvictedPod",
+            "NodeNotReady",
+            "Rebooted",
+            "HostPortConflict",
+        ],
+    ),
+    ("CronJob", &["SawCompletedJob"]),
+    ("", &["BackOff"]),
+];
+
+/// How the events are grouped, which decides what the filters mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grouping {
+    Bundled,
+    Unbundled {
+        bundle_unspecified: bool,
+    },
+    /// `datadog.output: logs`: one log per event.
+    Logs,
+}
 
 /// One `collected_event_types` entry.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -139,6 +191,7 @@ pub enum Decision {
 pub struct Filter {
     deny: Vec<Selector>,
     collected: Vec<CollectedType>,
+    filtering_enabled: bool,
     include: Vec<String>,
     exclude: Vec<String>,
 }
@@ -149,6 +202,7 @@ impl Filter {
     pub fn parse(
         filtered_event_types: &[String],
         collected: &[CollectedType],
+        filtering_enabled: bool,
         include: &[String],
         exclude: &[String],
     ) -> Result<Filter, Vec<BadSelector>> {
@@ -168,29 +222,60 @@ impl Filter {
         Ok(Filter {
             deny,
             collected: collected.to_vec(),
+            filtering_enabled,
             include: include.to_vec(),
             exclude: exclude.to_vec(),
         })
     }
 
     /// Whether and how `event` is forwarded.
-    pub fn decide(&self, event: &KubeEvent<'_>) -> Decision {
+    /// What becomes of `event` when events are grouped as `grouping`:
+    /// `Collect` (sent: bundled in bundled mode, alone otherwise), `Unspecified`
+    /// (unbundled mode: bundled with `bundle_unspecified_events`), or `Drop`.
+    pub fn decide(&self, event: &KubeEvent<'_>, grouping: Grouping) -> Decision {
         let namespace = match text(&event.involved_object.namespace) {
             "" => text(&event.metadata.namespace),
             ns => ns,
         };
         let listed = |patterns: &[String]| patterns.iter().any(|p| name_matches(p, namespace));
-        if listed(&self.exclude)
-            || (!self.include.is_empty() && !listed(&self.include))
-            || !self.deny.iter().all(|s| s.matches(event))
-        {
+        if listed(&self.exclude) || (!self.include.is_empty() && !listed(&self.include)) {
             return Decision::Drop;
         }
-        if self.collected.is_empty() || self.collected.iter().any(|c| collects(c, event)) {
-            Decision::Collect
-        } else {
-            Decision::Unspecified
+        let passes_deny = || self.deny.iter().all(|s| s.matches(event));
+        let named = || {
+            self.collected.iter().any(|c| collects(c, event))
+                || (self.filtering_enabled && by_default(event))
+        };
+        match grouping {
+            Grouping::Bundled if !passes_deny() => Decision::Drop,
+            Grouping::Bundled if self.filtering_enabled && !named() => Decision::Drop,
+            Grouping::Bundled => Decision::Collect,
+            Grouping::Unbundled { bundle_unspecified } => {
+                if bundle_unspecified && !passes_deny() {
+                    Decision::Drop
+                } else if named() {
+                    Decision::Collect
+                } else if bundle_unspecified {
+                    Decision::Unspecified
+                } else {
+                    Decision::Drop
+                }
+            }
+            Grouping::Logs if !passes_deny() => Decision::Drop,
+            Grouping::Logs => {
+                let lists = !self.collected.is_empty() || self.filtering_enabled;
+                if lists && !named() {
+                    Decision::Drop
+                } else {
+                    Decision::Collect
+                }
+            }
         }
+    }
+
+    /// Whether unbundled mode would send nothing: no list names any event.
+    pub fn names_nothing(&self) -> bool {
+        self.collected.is_empty() && !self.filtering_enabled
     }
 }
 
@@ -202,6 +287,14 @@ fn name_matches(pattern: &str, name: &str) -> bool {
 }
 
 /// The Cluster Agent's `shouldCollect` for one entry.
+/// Whether the built-in list names `event`.
+fn by_default(event: &KubeEvent<'_>) -> bool {
+    let (kind, reason) = (text(&event.involved_object.kind), text(&event.reason));
+    DEFAULT_TYPES
+        .iter()
+        .any(|(k, reasons)| (k.is_empty() || *k == kind) && reasons.contains(&reason))
+}
+
 fn collects(entry: &CollectedType, event: &KubeEvent<'_>) -> bool {
     (entry.kind.is_empty() || entry.kind == text(&event.involved_object.kind))
         && (entry.source.is_empty() || entry.source == text(&event.source.component))
@@ -212,13 +305,21 @@ fn collects(entry: &CollectedType, event: &KubeEvent<'_>) -> bool {
 mod tests {
     use super::*;
 
+    const BUNDLED: Grouping = Grouping::Bundled;
+    const UNBUNDLED: Grouping = Grouping::Unbundled {
+        bundle_unspecified: false,
+    };
+    const HYBRID: Grouping = Grouping::Unbundled {
+        bundle_unspecified: true,
+    };
+
     fn event(raw: &str) -> KubeEvent<'_> {
         KubeEvent::parse(raw.as_bytes()).unwrap()
     }
 
     fn filter(deny: &[&str], collected: &[CollectedType], inc: &[&str], exc: &[&str]) -> Filter {
         let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        Filter::parse(&owned(deny), collected, &owned(inc), &owned(exc)).unwrap()
+        Filter::parse(&owned(deny), collected, false, &owned(inc), &owned(exc)).unwrap()
     }
 
     const BACKOFF: &str = r#"{"metadata":{"namespace":"shop"},"involvedObject":{"kind":"Pod","namespace":"shop"},
@@ -231,23 +332,23 @@ mod tests {
     #[test]
     fn deny_list_in_the_cluster_agents_syntax() {
         let f = filter(&["ScalingReplicaSet"], &[], &[], &[]);
-        assert_eq!(f.decide(&event(SCALED)), Decision::Drop);
-        assert_eq!(f.decide(&event(BACKOFF)), Decision::Collect);
+        assert_eq!(f.decide(&event(SCALED), BUNDLED), Decision::Drop);
+        assert_eq!(f.decide(&event(BACKOFF), BUNDLED), Decision::Collect);
         let f = filter(&["type!=Normal"], &[], &[], &[]);
-        assert_eq!(f.decide(&event(SCALED)), Decision::Drop);
-        assert_eq!(f.decide(&event(BACKOFF)), Decision::Collect);
+        assert_eq!(f.decide(&event(SCALED), BUNDLED), Decision::Drop);
+        assert_eq!(f.decide(&event(BACKOFF), BUNDLED), Decision::Collect);
         let f = filter(
             &["involvedObject.kind!=Node,reason!=BackOff"],
             &[],
             &[],
             &[],
         );
-        assert_eq!(f.decide(&event(NODE)), Decision::Drop);
-        assert_eq!(f.decide(&event(BACKOFF)), Decision::Drop);
-        assert_eq!(f.decide(&event(SCALED)), Decision::Collect);
+        assert_eq!(f.decide(&event(NODE), BUNDLED), Decision::Drop);
+        assert_eq!(f.decide(&event(BACKOFF), BUNDLED), Decision::Drop);
+        assert_eq!(f.decide(&event(SCALED), BUNDLED), Decision::Collect);
         let f = filter(&["type==Warning"], &[], &[], &[]);
-        assert_eq!(f.decide(&event(BACKOFF)), Decision::Collect);
-        assert_eq!(f.decide(&event(NODE)), Decision::Drop);
+        assert_eq!(f.decide(&event(BACKOFF), BUNDLED), Decision::Collect);
+        assert_eq!(f.decide(&event(NODE), BUNDLED), Decision::Drop);
     }
 
     #[test]
@@ -255,6 +356,7 @@ mod tests {
         let problems = Filter::parse(
             &["involvedObject.colour!=red".into(), "".into()],
             &[],
+            false,
             &[],
             &[],
         )
@@ -276,27 +378,62 @@ mod tests {
             ..Default::default()
         };
         let f = filter(&[], &[pods], &[], &[]);
-        assert_eq!(f.decide(&event(BACKOFF)), Decision::Collect);
-        assert_eq!(f.decide(&event(SCALED)), Decision::Unspecified);
+        assert_eq!(f.decide(&event(BACKOFF), UNBUNDLED), Decision::Collect);
+        assert_eq!(f.decide(&event(SCALED), UNBUNDLED), Decision::Drop);
+        assert_eq!(f.decide(&event(SCALED), HYBRID), Decision::Unspecified);
         let f = filter(&[], &[deployments], &[], &[]);
-        assert_eq!(f.decide(&event(SCALED)), Decision::Collect);
-        assert_eq!(f.decide(&event(NODE)), Decision::Unspecified);
+        assert_eq!(f.decide(&event(SCALED), UNBUNDLED), Decision::Collect);
+        assert_eq!(f.decide(&event(NODE), HYBRID), Decision::Unspecified);
+    }
+
+    /// The same options, read mode by mode as the Cluster Agent reads them.
+    #[test]
+    fn each_mode_reads_the_options_as_the_cluster_agent_does() {
+        let pods = CollectedType {
+            kind: "Pod".into(),
+            ..Default::default()
+        };
+        // Bundled: collected_event_types is ignored without filtering_enabled.
+        let f = filter(&[], std::slice::from_ref(&pods), &[], &[]);
+        assert_eq!(f.decide(&event(SCALED), BUNDLED), Decision::Collect);
+        // Plain unbundled: the deny list is not applied, only the named events go.
+        let f = filter(&["BackOff"], std::slice::from_ref(&pods), &[], &[]);
+        assert_eq!(f.decide(&event(BACKOFF), UNBUNDLED), Decision::Collect);
+        assert_eq!(f.decide(&event(BACKOFF), HYBRID), Decision::Drop);
+        assert_eq!(f.decide(&event(BACKOFF), BUNDLED), Decision::Drop);
+        // Nothing named: plain unbundled sends nothing.
+        let f = filter(&[], &[], &[], &[]);
+        assert!(f.names_nothing());
+        assert_eq!(f.decide(&event(BACKOFF), UNBUNDLED), Decision::Drop);
+        assert_eq!(f.decide(&event(BACKOFF), Grouping::Logs), Decision::Collect);
+        // filtering_enabled: the built-in list, in bundled mode too.
+        let f = Filter::parse(&[], &[], true, &[], &[]).unwrap();
+        assert!(!f.names_nothing());
+        assert_eq!(f.decide(&event(BACKOFF), BUNDLED), Decision::Collect);
+        assert_eq!(f.decide(&event(NODE), BUNDLED), Decision::Collect);
+        assert_eq!(f.decide(&event(SCALED), BUNDLED), Decision::Drop);
+        assert_eq!(f.decide(&event(SCALED), UNBUNDLED), Decision::Drop);
+        assert_eq!(f.decide(&event(SCALED), Grouping::Logs), Decision::Drop);
     }
 
     #[test]
     fn namespace_lists() {
         let f = filter(&[], &[], &[], &["kube-*"]);
-        assert_eq!(f.decide(&event(SCALED)), Decision::Drop);
-        assert_eq!(f.decide(&event(BACKOFF)), Decision::Collect);
+        assert_eq!(f.decide(&event(SCALED), BUNDLED), Decision::Drop);
+        assert_eq!(f.decide(&event(BACKOFF), BUNDLED), Decision::Collect);
         let f = filter(&[], &[], &["shop", "default"], &[]);
-        assert_eq!(f.decide(&event(BACKOFF)), Decision::Collect);
+        assert_eq!(f.decide(&event(BACKOFF), BUNDLED), Decision::Collect);
         assert_eq!(
-            f.decide(&event(NODE)),
+            f.decide(&event(NODE), BUNDLED),
             Decision::Collect,
             "cluster-scoped: the event's own namespace"
         );
-        assert_eq!(f.decide(&event(SCALED)), Decision::Drop);
+        assert_eq!(f.decide(&event(SCALED), BUNDLED), Decision::Drop);
         let f = filter(&[], &[], &["shop"], &["shop"]);
-        assert_eq!(f.decide(&event(BACKOFF)), Decision::Drop, "exclusion wins");
+        assert_eq!(
+            f.decide(&event(BACKOFF), BUNDLED),
+            Decision::Drop,
+            "exclusion wins"
+        );
     }
 }

@@ -21,7 +21,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use filter::{BadSelector, CollectedType, Decision, Filter};
+pub use filter::{BadSelector, CollectedType, DEFAULT_TYPES, Decision, Filter, Grouping};
 pub use intake::{Intake, Transport, USER_AGENT};
 pub use logs::LogEntry;
 pub use payload::{

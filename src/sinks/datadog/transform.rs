@@ -37,8 +37,10 @@
 //! | `timestamp`   | the later of lastTimestamp and `series.lastObservedTime`, else eventTime (evrelay: else firstTimestamp, else creation, else the time it was received) |
 //! | `tags`        | the same set plus `event_reason:<Reason>`                          |
 //!
-//! With `collected_event_types` set, unbundled mode sends only the events they name
-//! one by one; the rest are bundled if `bundle_unspecified_events`, else left out.
+//! Unbundled mode sends only the events `collected_event_types` (and, with
+//! `filtering_enabled`, the Cluster Agent's built-in list) names, one by one; the
+//! rest are bundled if `bundle_unspecified_events`, else left out. What each
+//! filter means in each mode is in `filter.rs`.
 //!
 //! Not reproduced: tags from the Cluster Agent's tagger (pod labels, owner tags;
 //! evrelay has no tagger), `host_provider_id` (a node lookup per event), and the
@@ -48,7 +50,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use super::filter::{Decision, Filter};
+use super::filter::{Decision, Filter, Grouping};
 use super::{DatadogSettings, EventsSettings, Mode, Output};
 use crate::event::{KubeEvent, parse_time_ms, text};
 use crate::ship::{Mapped, Occurrence, Outbound};
@@ -106,7 +108,7 @@ pub fn replay_tag(replay_id: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Transform {
     unbundled: bool,
-    bundle_unspecified: bool,
+    grouping: Grouping,
     filter: Filter,
     cluster_name: String,
     /// evrelay's host: the host of events that name no node.
@@ -120,7 +122,13 @@ impl Transform {
     pub fn new(events: &EventsSettings, datadog: &DatadogSettings) -> Transform {
         Transform {
             unbundled: events.mode == Mode::Unbundled || datadog.output == Output::Logs,
-            bundle_unspecified: events.bundle_unspecified_events,
+            grouping: match (datadog.output, events.mode) {
+                (Output::Logs, _) => Grouping::Logs,
+                (_, Mode::Bundled) => Grouping::Bundled,
+                (_, Mode::Unbundled) => Grouping::Unbundled {
+                    bundle_unspecified: events.bundle_unspecified_events,
+                },
+            },
             filter: events.filter.clone(),
             cluster_name: datadog.cluster_name.clone().unwrap_or_default(),
             hostname: datadog.hostname.clone(),
@@ -138,10 +146,10 @@ impl Transform {
             let e = &o.event;
             // Collected events go one by one in unbundled mode; events outside
             // `collected_event_types` go only where `bundle_unspecified_events` puts them.
-            let bundle = match (self.filter.decide(e), self.unbundled) {
-                (Decision::Collect, unbundled) => !unbundled,
-                (Decision::Unspecified, true) if self.bundle_unspecified => true,
-                (Decision::Drop | Decision::Unspecified, _) => {
+            let bundle = match self.filter.decide(e, self.grouping) {
+                Decision::Collect => !self.unbundled,
+                Decision::Unspecified => true,
+                Decision::Drop => {
                     mapped.filtered.push(o.seq);
                     continue;
                 }

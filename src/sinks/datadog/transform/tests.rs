@@ -8,8 +8,14 @@ fn transform(cluster: Option<&str>, mode: &str) -> Transform {
         cluster_name: cluster.map(Into::into),
         ..Default::default()
     };
+    // Unbundled mode sends what collected_event_types names: every Pod here.
+    let pods = [crate::sinks::datadog::CollectedType {
+        kind: "Pod".into(),
+        ..Default::default()
+    }];
     let events = EventsSettings {
         mode: mode.parse().unwrap(),
+        filter: Filter::parse(&[], &pods, false, &[], &[]).unwrap(),
         ..Default::default()
     };
     Transform::new(&events, &datadog)
@@ -215,7 +221,7 @@ fn collected_types_in_unbundled_mode() {
     let events = |bundle_unspecified| EventsSettings {
         mode: Mode::Unbundled,
         bundle_unspecified_events: bundle_unspecified,
-        filter: Filter::parse(&[], &collected, &[], &[]).unwrap(),
+        filter: Filter::parse(&[], &collected, false, &[], &[]).unwrap(),
     };
     let t = Transform::new(&events(false), &DatadogSettings::default());
     let mapped = t.map(&batch(&raws));
