@@ -68,6 +68,8 @@ struct Arrivals {
     bodies: usize,
     first: HashMap<String, i64>,
     total: usize,
+    /// Datadog events (a bundle counts once).
+    datadog_events: usize,
 }
 
 impl Arrivals {
@@ -83,6 +85,7 @@ impl Arrivals {
                 .flat_map(|m| m.values())
             {
                 for e in events.as_array().into_iter().flatten() {
+                    self.datadog_events += 1;
                     // One per occurrence, bundled or not.
                     let ids = e["tags"]
                         .as_array()
@@ -159,6 +162,11 @@ async fn scenario(name: &str, load: Load, outage: Option<Duration>) {
             ("DD_URL", url.as_str()),
             ("RUST_LOG", "info"),
             ("POD_NAME", "evrelay-0"),
+            // The bundle window: how long a partial batch gathers.
+            (
+                "EVRELAY_SHIP_FLUSH_INTERVAL_MS",
+                &std::env::var("EVRELAY_BENCH_FLUSH_MS").unwrap_or_else(|_| "200".into()),
+            ),
         ],
     );
     let pid = evrelay.pid();
@@ -247,7 +255,8 @@ async fn scenario(name: &str, load: Load, outage: Option<Duration>) {
     let n = report.occurrences.len() as f64;
     eprintln!(
         "bench: {name} created={} in {:.1}s ({:.0}/s) delivered={} ({:.0}/s until the last arrived, {:.1}s) duplicates={} lost={lost} \
-         lag_ms p50={} p99={} max={} cpu_s_per_100k={:.1} peak_rss_mib={:.1} journal_bytes_per_event={:.0} lists={} watches={}",
+         lag_ms p50={} p99={} max={} cpu_s_per_100k={:.1} peak_rss_mib={:.1} journal_bytes_per_event={:.0} lists={} watches={} \
+         datadog_events_per_1000={:.0}",
         report.occurrences.len(),
         report.seconds,
         n / report.seconds,
@@ -263,6 +272,7 @@ async fn scenario(name: &str, load: Load, outage: Option<Duration>) {
         record_bytes / records,
         cp.event_requests("list"),
         cp.event_requests("watch"),
+        arrivals.datadog_events as f64 * 1000.0 / n,
     );
     assert!(all_there && lost == 0, "{lost} occurrences never arrived");
 }
