@@ -21,6 +21,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use support::faulty::{Fault, FaultyIntake};
+use support::tmpfs::Tmpfs;
 use support::{ControlPlane, create_event, create_namespace, delivered_uids, eventually, tally};
 
 const DELIVERY: Duration = Duration::from_secs(90);
@@ -246,36 +247,6 @@ async fn snapshot_damaged() {
         overwrite(&snap, 8, 8);
     })
     .await;
-}
-
-/// A size-limited tmpfs mounted on `dir`, unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "mounting a tmpfs needs root (CI runs as root)");
-        Tmpfs(dir.to_path_buf())
-    }
-
-    fn remount(&self, options: &str) {
-        let ok = Command::new("mount")
-            .args(["-o", &format!("remount,{options}")])
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "remount {options}");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

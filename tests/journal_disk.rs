@@ -10,7 +10,11 @@
 //! The filesystem tests mount a size-limited tmpfs and need root (CI has it);
 //! without it they fail rather than pass unrun.
 
-use std::path::{Path, PathBuf};
+#[path = "support/tmpfs.rs"]
+mod tmpfs;
+use tmpfs::Tmpfs;
+
+use std::path::Path;
 use std::process::Command;
 
 use evrelay::journal::{Journal, JournalSettings, Recovery, open_or_recover};
@@ -218,60 +222,9 @@ fn a_deleted_store_is_noticed() {
     damage_and_recover(|store| std::fs::remove_dir_all(store).unwrap());
 }
 
-/// A size-limited tmpfs, unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "mounting a tmpfs needs root (CI runs as root)");
-        Tmpfs(dir)
-    }
-
-    /// Remounts with `options`. A remount read-only fails (EBUSY) while any file
-    /// on the volume is open for writing, and sled's background threads close the
-    /// store's files a moment after the journal is dropped: wait for this process
-    /// to hold no file there (what the kernel checks), not for a time.
-    fn remount(&self, options: &str) {
-        let open_here = || {
-            std::fs::read_dir("/proc/self/fd")
-                .unwrap()
-                .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
-                .filter(|target| target.starts_with(&self.0))
-                .count()
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while options.split(',').any(|o| o == "ro") && open_here() > 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "files on the volume still open 10 s after the journal was dropped"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        let ok = Command::new("mount")
-            .args(["-o", &format!("remount,{options}")])
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "remount {options}");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
 #[test]
 fn a_full_disk_refuses_writes_loses_nothing_acknowledged_and_recovers_without_a_restart() {
-    let fs = Tmpfs::mount("6m");
+    let fs = Tmpfs::mount(&tempfile::tempdir().unwrap().keep(), "6m");
     let s = settings(&fs.0);
     let (j, _) = open_or_recover(&s).unwrap();
     let mut acknowledged = 0;
@@ -317,7 +270,7 @@ fn a_full_disk_refuses_writes_loses_nothing_acknowledged_and_recovers_without_a_
 
 #[test]
 fn a_read_only_disk_is_reported_and_never_moves_the_journal_aside() {
-    let fs = Tmpfs::mount("64m");
+    let fs = Tmpfs::mount(&tempfile::tempdir().unwrap().keep(), "64m");
     let s = settings(&fs.0);
     {
         let (j, _) = open_or_recover(&s).unwrap();

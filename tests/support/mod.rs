@@ -15,6 +15,7 @@ pub mod faulty;
 pub mod golden;
 pub mod ha;
 pub mod load;
+pub mod tmpfs;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
