@@ -31,6 +31,9 @@ async fn forwards_every_event_exactly_once() {
     for i in 0..50 {
         create(i).await;
     }
+    // One the test does not count among its own, as the API server's own events
+    // are not: it must be found through the cluster, not the test's bookkeeping.
+    create_event(&client, "default", "bystander", "Started", "not the test's").await;
 
     let data = cp.data_dir("replica-0");
     let mut evrelay = cp.spawn_evrelay(&data);
@@ -46,15 +49,28 @@ async fn forwards_every_event_exactly_once() {
         }
         by_uid
     };
-    let all_there = eventually(Duration::from_secs(60), || {
-        delivered(&cp).len() >= created.len()
-    })
-    .await;
+    let reached = |uids: &BTreeSet<String>| {
+        let at_intake = delivered(&cp);
+        uids.iter().all(|u| at_intake.contains_key(u))
+    };
+    let all_there = eventually(Duration::from_secs(60), || reached(&created)).await;
     assert!(
         all_there,
         "not all events reached the intake; evrelay log:\n{}",
         evrelay.log()
     );
+    // Everything in the cluster: the 100 and any event the API server recorded of
+    // its own (support::cluster_event_uids). evrelay ships those too.
+    let everything = support::cluster_event_uids(&client).await;
+    assert!(everything.is_superset(&created), "created events missing");
+    let all_there = eventually(Duration::from_secs(60), || reached(&everything)).await;
+    assert!(
+        all_there,
+        "the API server's own events did not reach the intake; evrelay log:\n{}",
+        evrelay.log()
+    );
+    let total = everything.len();
+    let world = total - created.len();
 
     // The admin endpoint tells the same story, and never shows the key.
     let admin = evrelay.admin_url().await;
@@ -71,10 +87,29 @@ async fn forwards_every_event_exactly_once() {
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("no {name} in /metrics:\n{metrics}"))
     };
-    assert_eq!(value("evrelay_events_shipped_total"), 100.0);
-    assert_eq!(value("evrelay_events_journaled_total"), 100.0);
-    assert_eq!(value("evrelay_journal_pending_records"), 0.0);
-    assert_eq!(value("evrelay_delivery_lag_seconds_count"), 100.0);
+    let counts = [
+        "evrelay_events_shipped_total",
+        "evrelay_events_journaled_total",
+        "evrelay_journal_pending_records",
+        "evrelay_delivery_lag_seconds_count",
+    ]
+    .map(value);
+    let n = total as f64;
+    if counts != [n, n, 0.0, n] {
+        let dump = cp
+            .evrelay(&data)
+            .args(["dump", "--admin", &admin])
+            .output()
+            .expect("evrelay dump --admin");
+        panic!(
+            "shipped, journaled, pending, lags: {counts:?}, not [{n}, {n}, 0, {n}] \
+             (100 created, {world} more in the cluster)\n\
+             created: {created:?}\ndelivered: {:?}\ndump:\n{}\nevrelay log:\n{}",
+            delivered(&cp),
+            String::from_utf8_lossy(&dump.stdout),
+            evrelay.log()
+        );
+    }
     assert_eq!(value("evrelay_leader"), 1.0);
     assert_eq!(value("evrelay_watching"), 1.0);
     // fakeintake answers 200 (Datadog answers 202).
@@ -117,7 +152,7 @@ async fn forwards_every_event_exactly_once() {
     assert_eq!(dump_admin(&["--pending"]), "", "nothing pending");
     let meta: serde_json::Value =
         serde_json::from_str(&dump_admin(&["--meta"])).expect("meta JSON");
-    assert_eq!(meta["shipped_through"]["datadog"], 100);
+    assert_eq!(meta["shipped_through"]["datadog"], total);
     assert_eq!(meta["term"]["epoch"], 1);
     assert!(!meta.to_string().contains(support::TEST_API_KEY));
 
@@ -132,8 +167,11 @@ async fn forwards_every_event_exactly_once() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 100);
-    assert_eq!(delivered_uids(&cp).len(), 100, "a dry run sent something");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).lines().count(),
+        total
+    );
+    assert_eq!(delivered_uids(&cp).len(), total, "a dry run sent something");
 
     let status = evrelay.terminate();
     assert!(
@@ -142,12 +180,12 @@ async fn forwards_every_event_exactly_once() {
         evrelay.log()
     );
 
-    // Exactly the events created, each once: no fewer, no more.
+    // Exactly the events of the cluster, each once: no fewer, no more.
     let by_uid = delivered(&cp);
     let uids: BTreeSet<_> = by_uid.keys().cloned().collect();
     assert_eq!(
-        uids, created,
-        "intake holds other events than those created"
+        uids, everything,
+        "intake holds other events than the cluster's"
     );
     let duplicated: Vec<_> = by_uid.iter().filter(|&(_, n)| *n > 1).collect();
     assert!(
@@ -156,7 +194,11 @@ async fn forwards_every_event_exactly_once() {
     );
 
     // Datadog's parser read the Cluster Agent's shape, bundled by default.
-    let sample = cp.intake_events().into_iter().next().expect("events");
+    let sample = cp
+        .intake_events()
+        .into_iter()
+        .find(|e| e.event_uids().iter().any(|u| created.contains(*u)))
+        .expect("events");
     assert_eq!(sample.source_type_name, "kubernetes");
     assert_eq!(sample.event_type, "kubernetes_apiserver");
     assert!(
@@ -166,10 +208,10 @@ async fn forwards_every_event_exactly_once() {
     );
     assert!(sample.msg_text.starts_with("%%% \n"), "{}", sample.msg_text);
 
-    // The journal holds the same 100, all shipped.
+    // The journal holds the same events, all shipped.
     let dump = cp.dump(&data);
     let events: Vec<_> = dump.iter().filter(|r| r["kind"] == "event").collect();
-    assert_eq!(events.len(), 100, "dump: {dump:#?}");
+    assert_eq!(events.len(), total, "dump: {dump:#?}");
     assert!(
         events.iter().all(|r| r["state"] == "shipped"),
         "unshipped records in dump"
@@ -178,7 +220,7 @@ async fn forwards_every_event_exactly_once() {
         .iter()
         .map(|r| r["uid"].as_str().expect("uid").to_owned())
         .collect();
-    assert_eq!(journaled, created);
+    assert_eq!(journaled, everything);
 
     // The API key stays out of logs and dump output.
     assert!(
@@ -203,7 +245,7 @@ async fn forwards_every_event_exactly_once() {
         String::from_utf8_lossy(&output.stderr)
     );
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("report");
-    assert_eq!(report["events"], 100, "{report}");
+    assert_eq!(report["events"], total, "{report}");
     assert_eq!(report["complete"], true);
     let replay_tag = format!("evrelay_replay:{}", report["replay_id"].as_str().unwrap());
     let all = cp.intake_events();
@@ -213,13 +255,16 @@ async fn forwards_every_event_exactly_once() {
         .flat_map(|e| e.event_uids())
         .map(str::to_owned)
         .collect();
-    assert_eq!(delivered_uids(&cp).len(), 200);
-    assert_eq!(replayed.len(), 100, "each event replayed once");
+    assert_eq!(delivered_uids(&cp).len(), 2 * total);
+    assert_eq!(replayed.len(), total, "each event replayed once");
     let replayed: BTreeSet<String> = replayed.into_iter().collect();
-    assert_eq!(replayed, created, "each event replayed once, tagged");
-    assert_eq!(cp.dump_meta(&data)["shipped_through"]["datadog"], 100);
+    assert_eq!(replayed, everything, "each event replayed once, tagged");
+    assert_eq!(cp.dump_meta(&data)["shipped_through"]["datadog"], total);
 
-    eprintln!("e2e forward: {:.1?} wall time", started.elapsed());
+    eprintln!(
+        "e2e forward: {:.1?} wall time; 100 created, {world} more in the cluster",
+        started.elapsed()
+    );
 }
 
 /// A restart on the same disk resumes the watch from the journal: no LIST, nothing
@@ -234,10 +279,14 @@ async fn restart_resumes_without_list_or_duplicates() {
         created
             .insert(create_event(&client, "shop", "api-0", "Pulled", &format!("before {i}")).await);
     }
+    let reached = |uids: &BTreeSet<String>| {
+        let at_intake: BTreeSet<String> = delivered_uids(&cp).into_iter().collect();
+        at_intake.is_superset(uids)
+    };
     let data = cp.data_dir("replica-0");
     let mut first = cp.spawn_evrelay(&data);
     assert!(
-        eventually(Duration::from_secs(60), || delivered_uids(&cp).len() >= 10).await,
+        eventually(Duration::from_secs(60), || reached(&created)).await,
         "first run did not deliver; log:\n{}",
         first.log()
     );
@@ -262,9 +311,18 @@ async fn restart_resumes_without_list_or_duplicates() {
         created
             .insert(create_event(&client, "shop", "api-0", "Pulled", &format!("after {i}")).await);
     }
+    // The 30, and any event the API server recorded of its own.
     assert!(
-        eventually(Duration::from_secs(60), || delivered_uids(&cp).len() >= 30).await,
+        eventually(Duration::from_secs(60), || reached(&created)).await,
         "second run did not deliver; log:\n{}",
+        second.log()
+    );
+    // (Counted before the test's own LIST of everything.)
+    let lists_after = cp.event_requests("list");
+    let everything = support::cluster_event_uids(&client).await;
+    assert!(
+        eventually(Duration::from_secs(60), || reached(&everything)).await,
+        "the API server's own events did not reach the intake; log:\n{}",
         second.log()
     );
     assert!(second.terminate().success());
@@ -273,8 +331,8 @@ async fn restart_resumes_without_list_or_duplicates() {
     let t = support::tally(&created.iter().cloned().collect::<Vec<_>>(), &delivered);
     assert_eq!(
         delivered.len(),
-        30,
-        "duplicates or extras at the intake: {t:?}; extras: {:?}\nthe intake's events:\n{}\nboth runs' log:\n{}",
+        everything.len(),
+        "duplicates or extras at the intake: {t:?}; not created by the test: {:?}\nthe intake's events:\n{}\nboth runs' log:\n{}",
         delivered
             .iter()
             .filter(|u| !created.contains(*u))
@@ -282,10 +340,6 @@ async fn restart_resumes_without_list_or_duplicates() {
         serde_json::to_string_pretty(&cp.intake_events()).unwrap(),
         second.log()
     );
-    assert_eq!(delivered.into_iter().collect::<BTreeSet<_>>(), created);
-    assert_eq!(
-        cp.event_requests("list"),
-        lists_before,
-        "the restart listed events"
-    );
+    assert_eq!(delivered.into_iter().collect::<BTreeSet<_>>(), everything);
+    assert_eq!(lists_after, lists_before, "the restart listed events");
 }

@@ -594,6 +594,21 @@ pub fn delivered_ids(cp: &ControlPlane) -> Vec<String> {
         .collect()
 }
 
+/// Every event the API server holds, in every namespace: the test's own and the
+/// world's. The API server records events of its own (seen: a Warning
+/// `ClusterIPNotAllocated` on `default/kubernetes` when its start-up repair loop
+/// races the allocator, about one start in five), and evrelay must ship those too.
+pub async fn cluster_event_uids(client: &kube::Client) -> std::collections::BTreeSet<String> {
+    Api::<Event>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .expect("listing events")
+        .items
+        .into_iter()
+        .filter_map(|e| e.metadata.uid)
+        .collect()
+}
+
 /// Delivered event uids at the intake, in arrival order (duplicates kept), whether
 /// bundled or not.
 pub fn delivered_uids(cp: &ControlPlane) -> Vec<String> {
