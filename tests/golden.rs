@@ -1,6 +1,9 @@
 //! The golden corpus: realistic batches of core/v1 events and the Datadog events
 //! each must become, written by hand from the Cluster Agent's rules (docs/datadog.md and
 //! the table in `src/sinks/datadog/transform.rs`), never produced by running evrelay.
+//! The rules are those of the Datadog Agent 7.72, the release the fakeintake that
+//! judges them end to end is cut from; docs/datadog.md ("The Agent release these
+//! rules match") names the Agent file each rule comes from.
 //!
 //! One case per file in `tests/golden/`:
 //!

@@ -461,7 +461,7 @@ pub struct ShipSection {
     pub max_events: usize,
     /// Journal bytes per request at the most.
     pub max_bytes: usize,
-    /// How long a partial batch gathers, in milliseconds.
+    /// How long a partial batch gathers, in milliseconds: the bundle window.
     pub flush_interval_ms: u64,
     /// One request's deadline.
     pub request_timeout_seconds: u64,
@@ -506,10 +506,10 @@ impl TryFrom<ShipSection> for ShipSettings {
             "use 1024 to 4194304, the intake's uncompressed cap (default 3145728)",
         );
         range(
-            s.flush_interval_ms <= 10_000,
+            s.flush_interval_ms <= 60_000,
             "ship.flush_interval_ms",
             s.flush_interval_ms.to_string(),
-            "use at most 10000 (default 200)",
+            "use at most 60000 (default 200; 15000 bundles as the Cluster Agent's check run does)",
         );
         range(
             s.request_timeout_seconds >= 1,
