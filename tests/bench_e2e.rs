@@ -285,16 +285,19 @@ fn env_or(key: &str, default: u64) -> u64 {
 }
 
 /// Steady load: `EVRELAY_BENCH_RATE` events/s (default 500) for
-/// `EVRELAY_BENCH_SECONDS` (default 60; the scenario is 300).
+/// `EVRELAY_BENCH_SECONDS` (default 60; the scenario is 300), over
+/// `EVRELAY_BENCH_NAMESPACES` (5) × `EVRELAY_BENCH_OBJECTS` (20) involved objects,
+/// every `EVRELAY_BENCH_BUMP_EVERY`th (10) occurrence a count bump (a few objects
+/// bumped often is a crash loop).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: run on demand"]
 async fn steady() {
     let load = Load {
         rate: env_or("EVRELAY_BENCH_RATE", 500) as u32,
         duration: Duration::from_secs(env_or("EVRELAY_BENCH_SECONDS", 60)),
-        namespaces: 5,
-        objects: 20,
-        bump_every: 10,
+        namespaces: env_or("EVRELAY_BENCH_NAMESPACES", 5) as usize,
+        objects: env_or("EVRELAY_BENCH_OBJECTS", 20) as usize,
+        bump_every: env_or("EVRELAY_BENCH_BUMP_EVERY", 10) as usize,
         concurrency: 64,
     };
     scenario("steady", load, None).await;
