@@ -17,7 +17,6 @@ mod lines;
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::{Backoff, within};
@@ -26,6 +25,7 @@ use crate::journal::{Journal, JournalError};
 use crate::metrics::Metrics;
 use crate::record::{Gap, Header, Record, RecordKind, ResumeToken};
 pub use api::{ApiError, EventList, EventsApi, KubeEvents, ListMeta};
+use lines::GATHER;
 pub use lines::{Line, LineError, WatchLines};
 
 /// Watch settings, checked (`watch:` in the configuration).
@@ -290,7 +290,7 @@ impl<A: EventsApi> Watcher<A> {
         loop {
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(State::Done),
-                next = tokio::time::timeout(stall, lines.next()) => match next {
+                next = tokio::time::timeout(stall, lines.next_group(GATHER)) => match next {
                     Err(_) => return Err((Failure::Transient(Transient::Stalled(stall)), token)),
                     Ok(None) => return Ok(State::Watching(token)),
                     Ok(Some(batch)) => batch,
