@@ -597,7 +597,7 @@ pub fn delivered_ids(cp: &ControlPlane) -> Vec<String> {
 /// Every event the API server holds, in every namespace: the test's own and the
 /// world's. The API server records events of its own (seen: a Warning
 /// `ClusterIPNotAllocated` on `default/kubernetes` when its start-up repair loop
-/// races the allocator, about one start in five), and evrelay must ship those too.
+/// races the allocator: 3 of 30 starts), and evrelay must ship those too.
 pub async fn cluster_event_uids(client: &kube::Client) -> std::collections::BTreeSet<String> {
     Api::<Event>::all(client.clone())
         .list(&Default::default())
