@@ -579,16 +579,33 @@ impl Journal {
         force_state: bool,
         write: impl FnOnce(&mut u64) -> Result<T, JournalError>,
     ) -> Result<T, JournalError> {
-        let (value, facts, store) = {
-            let mut next_seq = self.writer();
-            self.ready(&mut next_seq)?;
-            let value = write(&mut next_seq)?;
-            let facts = self.facts_due(force_state)?;
-            (value, facts, self.store())
+        let durable = || {
+            let (value, facts, store) = {
+                let mut next_seq = self.writer();
+                self.ready(&mut next_seq)?;
+                let value = write(&mut next_seq)?;
+                let facts = self.facts_due(force_state)?;
+                (value, facts, self.store())
+            };
+            self.sync_store(&store)?;
+            self.record_facts(facts)?;
+            Ok(value)
         };
-        self.sync_store(&store)?;
-        self.record_facts(facts)?;
-        Ok(value)
+        durable().map_err(|e| self.unwritable_on_the_way(e))
+    }
+
+    /// An error met on the way to a durable write counts as the write failing, not
+    /// only one from the write itself: once sled has failed a write in the
+    /// background, its reads return that error too, and the first of the streak
+    /// may come from a read under the writer lock.
+    fn unwritable_on_the_way(&self, e: JournalError) -> JournalError {
+        if e.is_unwritable() {
+            if matches!(e, JournalError::Store(StoreError::Io { .. })) {
+                self.inner.failed.store(true, Ordering::Release);
+            }
+            self.write_failed(&e);
+        }
+        e
     }
 
     /// Why the record at `seq` was dead-lettered, if it was.
