@@ -67,21 +67,32 @@ pub fn checks(readyz: &Readyz, host: &str, tags: &[String], now_s: i64) -> Vec<S
     };
     [("apiserver", apiserver), ("etcd", etcd)]
         .into_iter()
-        .map(|(component, (status, message))| {
-            let mut all = vec![format!("component:{component}")];
-            all.extend(tags.iter().cloned());
-            all.sort_unstable();
-            all.dedup();
-            ServiceCheck {
-                check: CHECK,
-                host_name: host.to_owned(),
-                timestamp: now_s,
-                status,
-                message,
-                tags: all,
-            }
-        })
+        .map(|(component, (status, message))| check(component, status, message, host, tags, now_s))
         .collect()
+}
+
+/// One component's check: `component:<name>` and the check's tags, sorted and
+/// de-duplicated as the Agent's aggregator sends them.
+fn check(
+    component: &str,
+    status: u8,
+    message: String,
+    host: &str,
+    tags: &[String],
+    now_s: i64,
+) -> ServiceCheck {
+    let mut all = vec![format!("component:{component}")];
+    all.extend(tags.iter().cloned());
+    all.sort_unstable();
+    all.dedup();
+    ServiceCheck {
+        check: CHECK,
+        host_name: host.to_owned(),
+        timestamp: now_s,
+        status,
+        message,
+        tags: all,
+    }
 }
 
 /// How long reading `/readyz` may take: past it, the API server counts as
@@ -135,18 +146,7 @@ pub fn component_checks(
                 }
                 _ => (UNKNOWN, String::new()),
             };
-            let mut all = vec![format!("component:{name}")];
-            all.extend(tags.iter().cloned());
-            all.sort_unstable();
-            all.dedup();
-            out.push(ServiceCheck {
-                check: CHECK,
-                host_name: host.to_owned(),
-                timestamp: now_s,
-                status,
-                message,
-                tags: all,
-            });
+            out.push(check(name, status, message, host, tags, now_s));
         }
     }
     out
