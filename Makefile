@@ -1,6 +1,6 @@
 # The two commands of README.md, and the fast path. Everything they need is
 # installed by the project's own scripts.
-.PHONY: demo test unit test-ground lint
+.PHONY: demo test unit test-ground lint bench-peer
 
 # Tests that need no control plane: every tests/*.rs but the end-to-end ones.
 UNIT_TESTS := $(patsubst tests/%.rs,--test %,$(filter-out tests/e2e_% tests/bench_%,$(wildcard tests/*.rs)))
@@ -26,3 +26,8 @@ test-ground:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --locked --all-targets -- -D warnings
+
+## evrelay and the OpenTelemetry Collector side by side (on demand; ~30 min for 3 runs).
+bench-peer: test-ground
+	scripts/dev-cluster build-peer
+	cargo test --locked --release --test bench_peer -- --ignored --nocapture

@@ -11,6 +11,7 @@
 
 #![allow(dead_code)] // each test binary uses its own part of the support code
 
+pub mod bench;
 pub mod faulty;
 pub mod golden;
 pub mod ha;
