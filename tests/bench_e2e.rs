@@ -20,7 +20,7 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use support::bench::{Arrivals, first_arrival, percentile, pin, recording_intake, usage};
+use support::bench::{Arrivals, env_or, first_arrival, percentile, pin, recording_intake, usage};
 use support::load::{self, Load, Occurrence};
 use support::{ControlPlane, Evrelay, eventually};
 
@@ -154,13 +154,6 @@ async fn scenario(name: &str, load: Load, outage: Option<Duration>) {
     assert!(all_there && lost == 0, "{lost} occurrences never arrived");
 }
 
-fn env_or(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Steady load: `EVRELAY_BENCH_RATE` events/s (default 500) for
 /// `EVRELAY_BENCH_SECONDS` (default 60; the scenario is 300), over
 /// `EVRELAY_BENCH_NAMESPACES` (5) × `EVRELAY_BENCH_OBJECTS` (20) involved objects,
@@ -186,14 +179,7 @@ async fn steady() {
 #[ignore = "a benchmark: run on demand"]
 async fn burst() {
     let n = env_or("EVRELAY_BENCH_BURST", 50_000);
-    let load = Load {
-        rate: 100_000,
-        duration: Duration::from_millis(n * 1000 / 100_000),
-        namespaces: 5,
-        objects: 20,
-        bump_every: 0,
-        concurrency: 64,
-    };
+    let load = Load::burst(n);
     scenario("burst", load, None).await;
 }
 

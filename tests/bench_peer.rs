@@ -35,7 +35,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::bench::{Arrivals, Received, percentile, recording_intake, rss_now, usage};
+use support::bench::{Arrivals, Received, env_or, percentile, recording_intake, rss_now, usage};
 use support::load::{self, Load, Occurrence};
 use support::{ControlPlane, Evrelay};
 
@@ -358,13 +358,6 @@ impl Drop for Forwarder<'_> {
     }
 }
 
-fn env_or(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn steady_load() -> Load {
     Load {
         rate: 200,
@@ -411,14 +404,7 @@ async fn burst(kind: Kind, figures: &mut Figures) {
     let n = env_or("EVRELAY_BENCH_BURST", 20_000);
     let cp = ControlPlane::start();
     let mut f = Forwarder::start(&cp, kind).await;
-    let load = Load {
-        rate: 100_000,
-        duration: Duration::from_millis(n * 1000 / 100_000),
-        namespaces: 5,
-        objects: 20,
-        bump_every: 0,
-        concurrency: 64,
-    };
+    let load = Load::burst(n);
     let started = Instant::now();
     let (occurrences, cpu) = measured(&mut f, &load, false).await;
     let took = started.elapsed().as_secs_f64();

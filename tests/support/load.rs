@@ -29,6 +29,22 @@ pub struct Load {
     pub concurrency: usize,
 }
 
+impl Load {
+    /// `n` new events as fast as the API server takes them (64 requests in
+    /// flight), over 5 namespaces × 20 pods.
+    #[allow(dead_code)] // the benches' shape; examples/loadgen.rs takes its own
+    pub fn burst(n: u64) -> Load {
+        Load {
+            rate: 100_000,
+            duration: Duration::from_millis(n * 1000 / 100_000),
+            namespaces: 5,
+            objects: 20,
+            bump_every: 0,
+            concurrency: 64,
+        }
+    }
+}
+
 /// One occurrence created: `<uid>.<resourceVersion>` (what evrelay's `evrelay_id`
 /// tag carries), its count, and when the API server accepted it (Unix ms).
 #[derive(Debug, Clone)]
