@@ -316,10 +316,13 @@ impl<'a> Forwarder<'a> {
         }
     }
 
-    /// Waits until every occurrence has arrived, or nothing new has for `quiet`
-    /// (what is still missing then is lost), or `limit` passed.
-    async fn settle(&mut self, occurrences: &[Occurrence], quiet: Duration, limit: Duration) {
-        let deadline = Instant::now() + limit;
+    /// Waits until every occurrence has arrived, or nothing new has for 30 s
+    /// (what is still missing then is lost), or 5 minutes passed.
+    async fn settle(&mut self, occurrences: &[Occurrence]) {
+        let (quiet, deadline) = (
+            Duration::from_secs(30),
+            Instant::now() + Duration::from_secs(300),
+        );
         let mut last = (self.intake.tally(), Instant::now());
         loop {
             self.intake.update();
@@ -376,28 +379,35 @@ fn put(figures: &mut Figures, row: &'static str, kind: Kind, value: f64) {
     figures.entry((row, kind)).or_default().push(value);
 }
 
-/// Runs the load, returns the occurrences and the forwarder's CPU seconds from
-/// the start of the load to the last arrival.
-async fn measured(
-    f: &mut Forwarder<'_>,
-    load: &Load,
-    lost_allowed: bool,
-) -> (Vec<Occurrence>, f64) {
+/// One load delivered: what was created, what it cost the forwarder from the
+/// start of the load to the last arrival, and when each occurrence arrived.
+struct Measured {
+    occurrences: Vec<Occurrence>,
+    cpu_s_per_100k: f64,
+    /// Lags (ms, sorted) of the occurrences that arrived.
+    lags: Vec<i64>,
+    lost: usize,
+    peak_rss_mib: f64,
+}
+
+/// Runs the load and waits for it to arrive; evrelay losing any fails the run.
+async fn measured(f: &mut Forwarder<'_>, load: &Load) -> Measured {
     let (cpu0, _) = usage(f.pid());
     let occurrences = load::run(f.cp.client().await, load).await;
-    f.settle(
-        &occurrences,
-        Duration::from_secs(30),
-        Duration::from_secs(300),
-    )
-    .await;
-    let (cpu1, _) = usage(f.pid());
-    let (_, lost) = f.lags(&occurrences);
+    f.settle(&occurrences).await;
+    let (cpu1, peak_kib) = usage(f.pid());
+    let (lags, lost) = f.lags(&occurrences);
     assert!(
-        lost_allowed || f.kind != Kind::Evrelay || lost == 0,
+        f.kind != Kind::Evrelay || lost == 0,
         "evrelay lost {lost} occurrences"
     );
-    (occurrences, cpu1 - cpu0)
+    Measured {
+        cpu_s_per_100k: (cpu1 - cpu0) / occurrences.len() as f64 * 100_000.0,
+        occurrences,
+        lags,
+        lost,
+        peak_rss_mib: peak_kib as f64 / 1024.0,
+    }
 }
 
 async fn burst(kind: Kind, figures: &mut Figures) {
@@ -406,22 +416,21 @@ async fn burst(kind: Kind, figures: &mut Figures) {
     let mut f = Forwarder::start(&cp, kind).await;
     let load = Load::burst(n);
     let started = Instant::now();
-    let (occurrences, cpu) = measured(&mut f, &load, false).await;
+    let m = measured(&mut f, &load).await;
     let took = started.elapsed().as_secs_f64();
-    let (lags, lost) = f.lags(&occurrences);
-    let (_, peak_kib) = usage(f.pid());
-    let per_100k = cpu / occurrences.len() as f64 * 100_000.0;
-    let (p50, p99) = (percentile(&lags, 0.5), percentile(&lags, 0.99));
+    let (p50, p99) = (percentile(&m.lags, 0.5), percentile(&m.lags, 0.99));
     eprintln!(
-        "bench: peer={} burst created={} lost={lost} in {took:.1}s cpu_s_per_100k={per_100k:.1} lag_ms p50={p50} p99={p99} peak_rss_mib={:.1}",
+        "bench: peer={} burst created={} lost={} in {took:.1}s cpu_s_per_100k={:.1} lag_ms p50={p50} p99={p99} peak_rss_mib={:.1}",
         kind.name(),
-        occurrences.len(),
-        peak_kib as f64 / 1024.0
+        m.occurrences.len(),
+        m.lost,
+        m.cpu_s_per_100k,
+        m.peak_rss_mib
     );
-    put(figures, "burst_cpu", kind, per_100k);
+    put(figures, "burst_cpu", kind, m.cpu_s_per_100k);
     put(figures, "burst_p50", kind, p50 as f64);
     put(figures, "burst_p99", kind, p99 as f64);
-    put(figures, "burst_rss", kind, peak_kib as f64 / 1024.0);
+    put(figures, "burst_rss", kind, m.peak_rss_mib);
 
     // Idle with the burst's events in the cluster.
     let idle = Duration::from_secs(env_or("EVRELAY_BENCH_IDLE_SECONDS", 30));
@@ -441,21 +450,20 @@ async fn burst(kind: Kind, figures: &mut Figures) {
 async fn steady(kind: Kind, figures: &mut Figures) {
     let cp = ControlPlane::start();
     let mut f = Forwarder::start(&cp, kind).await;
-    let (occurrences, cpu) = measured(&mut f, &steady_load(), false).await;
-    let (lags, lost) = f.lags(&occurrences);
-    let (_, peak_kib) = usage(f.pid());
-    let per_100k = cpu / occurrences.len() as f64 * 100_000.0;
-    let p99 = percentile(&lags, 0.99);
+    let m = measured(&mut f, &steady_load()).await;
+    let p99 = percentile(&m.lags, 0.99);
     eprintln!(
-        "bench: peer={} steady created={} lost={lost} cpu_s_per_100k={per_100k:.1} lag_ms p50={} p99={p99} peak_rss_mib={:.1}",
+        "bench: peer={} steady created={} lost={} cpu_s_per_100k={:.1} lag_ms p50={} p99={p99} peak_rss_mib={:.1}",
         kind.name(),
-        occurrences.len(),
-        percentile(&lags, 0.5),
-        peak_kib as f64 / 1024.0
+        m.occurrences.len(),
+        m.lost,
+        m.cpu_s_per_100k,
+        percentile(&m.lags, 0.5),
+        m.peak_rss_mib
     );
-    put(figures, "steady_cpu", kind, per_100k);
+    put(figures, "steady_cpu", kind, m.cpu_s_per_100k);
     put(figures, "steady_p99", kind, p99 as f64);
-    put(figures, "steady_rss", kind, peak_kib as f64 / 1024.0);
+    put(figures, "steady_rss", kind, m.peak_rss_mib);
 }
 
 async fn kill(kind: Kind, figures: &mut Figures) {
@@ -470,12 +478,7 @@ async fn kill(kind: Kind, figures: &mut Figures) {
     tokio::time::sleep(Duration::from_secs(10)).await;
     f.spawn();
     let occurrences = generator.await.unwrap();
-    f.settle(
-        &occurrences,
-        Duration::from_secs(30),
-        Duration::from_secs(300),
-    )
-    .await;
+    f.settle(&occurrences).await;
     let (_, lost) = f.lags(&occurrences);
     let (total, distinct) = f.intake.tally();
     let duplicated = total - distinct;
@@ -496,18 +499,16 @@ async fn kill(kind: Kind, figures: &mut Figures) {
 
 /// Median and range: "12.3 (11.0–13.1)"; one run: the figure alone.
 fn cell(values: &[f64], digits: usize) -> String {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let median = median(&v);
-    if v.len() == 1 {
-        format!("{median:.digits$}")
-    } else {
-        format!(
-            "{median:.digits$} ({:.digits$}–{:.digits$})",
-            v[0],
-            v[v.len() - 1]
-        )
+    let median = median(values);
+    if values.len() == 1 {
+        return format!("{median:.digits$}");
     }
+    let (lo, hi) = values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    format!("{median:.digits$} ({lo:.digits$}–{hi:.digits$})")
 }
 
 fn median(values: &[f64]) -> f64 {

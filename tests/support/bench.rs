@@ -107,13 +107,7 @@ pub fn usage(pid: u32) -> (f64, u64) {
         .iter()
         .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
         .sum();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    (ticks / 100.0, hwm)
+    (ticks / 100.0, status_kib(pid, "VmHWM:"))
 }
 
 /// Pins every thread of `pid` to `cpus` (`taskset -apc`).
@@ -135,10 +129,15 @@ pub fn percentile(sorted: &[i64], p: f64) -> i64 {
 
 /// A running process's resident memory now (KiB).
 pub fn rss_now(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A KiB figure of `/proc/<pid>/status` (0 if the process is gone).
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }

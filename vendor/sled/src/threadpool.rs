@@ -69,8 +69,8 @@ impl Queue {
         drop(queue);
 
         // evrelay: one item of work needs one thread. `notify_all` woke every
-        // waiting thread (7 are kept waiting) for each buffer written, and all
-        // but one went back to sleep: most of the journal's context switches.
+        // waiting thread (7 are kept waiting) for each job, and all but one
+        // went back to sleep.
         self.cv.notify_one();
 
         len

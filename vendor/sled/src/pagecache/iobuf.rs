@@ -564,6 +564,30 @@ impl IoBufs {
         Ok(())
     }
 
+    /// evrelay: writes a sealed buffer on the calling thread (see
+    /// `vendor/README.md`, change 6). A failure becomes the global error, and
+    /// the threads waiting in `make_stable` are woken to see it.
+    pub(crate) fn write_sealed(&self, iobuf: &IoBuf) {
+        if let Err(e) = self.write_to_log(iobuf) {
+            error!(
+                "hit error while writing iobuf with lsn {}: {:?}",
+                iobuf.lsn, e
+            );
+
+            // store error before notifying so that waiting threads will see
+            // it
+            self.config.set_global_error(e);
+
+            let intervals = self.intervals.lock();
+
+            // having held the mutex makes this linearized
+            // with the notify below.
+            drop(intervals);
+
+            let _notified = self.interval_updated.notify_all();
+        }
+    }
+
     // Write an IO buffer's data to stable storage and set up the
     // next IO buffer for writing.
     pub(crate) fn write_to_log(&self, iobuf: &IoBuf) -> Result<()> {
@@ -1182,24 +1206,7 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
         // handed to sled's thread pool: the thread that seals is the one that
         // flushes (and waits for the write anyway) or the journal's writer, so
         // the hand-off cost two context switches per write and saved nothing.
-        if let Err(e) = iobufs.write_to_log(iobuf) {
-            error!(
-                "hit error while writing iobuf with lsn {}: {:?}",
-                lsn, e
-            );
-
-            // store error before notifying so that waiting threads will see
-            // it
-            iobufs.config.set_global_error(e);
-
-            let intervals = iobufs.intervals.lock();
-
-            // having held the mutex makes this linearized
-            // with the notify below.
-            drop(intervals);
-
-            let _notified = iobufs.interval_updated.notify_all();
-        }
+        iobufs.write_sealed(iobuf);
 
         Ok(())
     } else {

@@ -434,13 +434,7 @@ impl Log {
                 lsn
             );
             // evrelay: written on this thread, as in `maybe_seal_and_write_iobuf`.
-            if let Err(e) = self.iobufs.write_to_log(&iobuf) {
-                error!(
-                    "hit error while writing iobuf with lsn {}: {:?}",
-                    lsn, e
-                );
-                self.iobufs.config.set_global_error(e);
-            }
+            self.iobufs.write_sealed(&iobuf);
 
             Ok(())
         } else {
